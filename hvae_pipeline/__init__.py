@@ -1,0 +1,1 @@
+"""hvae-pipeline"""

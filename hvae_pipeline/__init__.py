@@ -1,1 +1,16 @@
-"""hvae-pipeline"""
+"""hvae-pipeline: paired medical image + tumour mask generation with a Hamiltonian VAE (diffusers-compatible)."""
+
+from .models import HVAEDecoderOutput, HVAEEncoderOutput, HVAEModel, HVAEOutput
+from .pipeline import HVAEPipeline, HVAEPipelineOutput, SamplingBudgetExceeded
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "HVAEModel",
+    "HVAEOutput",
+    "HVAEEncoderOutput",
+    "HVAEDecoderOutput",
+    "HVAEPipeline",
+    "HVAEPipelineOutput",
+    "SamplingBudgetExceeded",
+]

@@ -1,0 +1,50 @@
+"""The bundled default model, and a clearly labelled untrained fallback while none is bundled."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from .models import HVAEModel
+from .pipeline import HVAEPipeline
+
+logger = logging.getLogger(__name__)
+
+BUNDLED_CHECKPOINT = Path(__file__).parent / "checkpoints" / "default"
+
+# Network of the CPU-trainable configuration (training/configs/cpu-128.yaml), used for the untrained fallback.
+SMALL_MODEL_CONFIG = dict(
+    sample_size=128,
+    block_out_channels=(32, 64, 128, 128),
+    layers_per_block=1,
+    attention_levels=(False, False, False, True),
+    num_attention_heads=4,
+    attention_head_dim=32,
+)
+
+
+def has_bundled_checkpoint() -> bool:
+    """Whether the package ships a trained default pipeline."""
+    return (BUNDLED_CHECKPOINT / "model_index.json").is_file()
+
+
+def load_pipeline(model: str | None = None, allow_untrained: bool = True) -> tuple[HVAEPipeline, str]:
+    """Load a pipeline by path or Hub id, or the bundled default.
+
+    Args:
+        model: A folder written by ``save_pretrained``, a Hub repository id, or ``None`` for the bundled model.
+        allow_untrained: When ``model`` is ``None`` and no model is bundled, return a freshly initialised model
+            (its samples are noise) instead of raising.
+
+    Returns:
+        ``(pipeline, description)`` where ``description`` says plainly what was loaded.
+    """
+    if model is not None:
+        return HVAEPipeline.from_pretrained(model), f"model {model}"
+    if has_bundled_checkpoint():
+        return HVAEPipeline.from_pretrained(str(BUNDLED_CHECKPOINT)), f"bundled default model ({BUNDLED_CHECKPOINT})"
+    if not allow_untrained:
+        raise FileNotFoundError(f"no bundled default model at {BUNDLED_CHECKPOINT}; pass a model path or Hub id")
+    logger.warning("No trained default model is bundled yet: sampling from an UNTRAINED model (its output is noise).")
+    untrained = HVAEModel(**SMALL_MODEL_CONFIG).eval()
+    return HVAEPipeline(untrained), "UNTRAINED randomly initialised model (no trained default model is bundled yet)"

@@ -1,0 +1,197 @@
+"""Network building blocks of the HVAE encoder and decoder (residual blocks, self-attention, resampling).
+
+Attention is written with explicit matrix products rather than ``scaled_dot_product_attention``: the exact HVAE
+differentiates the decoder twice (gradients of ``grad U``), and the fused CPU attention kernels have no double
+backward.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def _norm(channels: int, norm_num_groups: int) -> nn.GroupNorm:
+    if channels % norm_num_groups != 0:
+        raise ValueError(f"channel count {channels} is not divisible by norm_num_groups={norm_num_groups}")
+    return nn.GroupNorm(norm_num_groups, channels, eps=1e-6)
+
+
+class ResidualBlock(nn.Module):
+    """GroupNorm -> SiLU -> 3x3 conv, twice, plus a (1x1-projected when needed) skip connection."""
+
+    def __init__(self, in_channels: int, out_channels: int, norm_num_groups: int = 8) -> None:
+        super().__init__()
+        self.norm1 = _norm(in_channels, norm_num_groups)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1)
+        self.norm2 = _norm(out_channels, norm_num_groups)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1)
+        self.skip = nn.Conv2d(in_channels, out_channels, kernel_size=1) if in_channels != out_channels else nn.Identity()
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        residual = self.conv1(F.silu(self.norm1(hidden)))
+        residual = self.conv2(F.silu(self.norm2(residual)))
+        return self.skip(hidden) + residual
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention over pixels with a residual connection (GroupNorm first)."""
+
+    def __init__(self, channels: int, num_heads: int = 8, head_dim: int = 32, norm_num_groups: int = 8) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = head_dim
+        inner = num_heads * head_dim
+        self.norm = _norm(channels, norm_num_groups)
+        self.to_qkv = nn.Conv2d(channels, 3 * inner, kernel_size=1)
+        self.to_out = nn.Conv2d(inner, channels, kernel_size=1)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        batch, _, height, width = hidden.shape
+        qkv = self.to_qkv(self.norm(hidden)).reshape(batch, 3, self.num_heads, self.head_dim, height * width)
+        query, key, value = qkv.unbind(dim=1)  # each (B, heads, head_dim, pixels)
+        scores = torch.einsum("bhdi,bhdj->bhij", query, key) * self.head_dim**-0.5
+        attended = torch.einsum("bhij,bhdj->bhdi", scores.softmax(dim=-1), value)
+        return hidden + self.to_out(attended.reshape(batch, -1, height, width))
+
+
+class Downsample(nn.Module):
+    """Halve the resolution with a stride-2 3x3 convolution."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, kernel_size=3, stride=2, padding=1)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.conv(hidden)
+
+
+class Upsample(nn.Module):
+    """Double the resolution: nearest-neighbour upsampling then a 3x3 convolution (no checkerboard artefacts)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, kernel_size=3, padding=1)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(hidden, scale_factor=2.0, mode="nearest"))
+
+
+def _level_blocks(
+    in_channels: int, out_channels: int, layers: int, attention: bool, heads: int, head_dim: int, groups: int
+) -> list[nn.Module]:
+    blocks: list[nn.Module] = []
+    for layer in range(layers):
+        blocks.append(ResidualBlock(in_channels if layer == 0 else out_channels, out_channels, groups))
+        if attention:
+            blocks.append(SelfAttention(out_channels, heads, head_dim, groups))
+    return blocks
+
+
+def _bottleneck(channels: int, heads: int, head_dim: int, groups: int) -> list[nn.Module]:
+    return [
+        ResidualBlock(channels, channels, groups),
+        SelfAttention(channels, heads, head_dim, groups),
+        ResidualBlock(channels, channels, groups),
+    ]
+
+
+class _CheckpointedSequence(nn.Module):
+    """Runs a list of blocks; with gradient checkpointing on, each block's activations are recomputed in backward.
+
+    diffusers' ``enable_gradient_checkpointing`` finds modules with a ``gradient_checkpointing`` attribute and gives
+    them ``_gradient_checkpointing_func`` (non-reentrant ``torch.utils.checkpoint``, which supports double backward).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gradient_checkpointing = False
+        self.blocks = nn.ModuleList()
+
+    def run_blocks(self, hidden: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            if self.gradient_checkpointing and torch.is_grad_enabled():
+                hidden = self._gradient_checkpointing_func(block, hidden)
+            else:
+                hidden = block(hidden)
+        return hidden
+
+
+class Encoder(_CheckpointedSequence):
+    """Maps a ``(B, in_channels, S, S)`` input to ``2 * latent_channels`` maps (mean, log-variance) at
+    ``S / 2^(levels - 1)``: conv in, residual levels with downsampling between them, bottleneck
+    (Res -> Attn -> Res), GroupNorm -> SiLU -> conv out."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        latent_channels: int,
+        block_out_channels: Sequence[int],
+        layers_per_block: int,
+        attention_levels: Sequence[bool],
+        num_attention_heads: int,
+        attention_head_dim: int,
+        norm_num_groups: int,
+    ) -> None:
+        super().__init__()
+        self.conv_in = nn.Conv2d(in_channels, block_out_channels[0], kernel_size=3, padding=1)
+        previous = block_out_channels[0]
+        for level, (channels, attention) in enumerate(zip(block_out_channels, attention_levels)):
+            self.blocks.extend(
+                _level_blocks(
+                    previous, channels, layers_per_block, attention, num_attention_heads, attention_head_dim,
+                    norm_num_groups,
+                )
+            )
+            if level < len(block_out_channels) - 1:
+                self.blocks.append(Downsample(channels))
+            previous = channels
+        self.blocks.extend(_bottleneck(previous, num_attention_heads, attention_head_dim, norm_num_groups))
+        self.norm_out = _norm(previous, norm_num_groups)
+        self.conv_out = nn.Conv2d(previous, 2 * latent_channels, kernel_size=3, padding=1)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        hidden = self.run_blocks(self.conv_in(inputs))
+        return self.conv_out(F.silu(self.norm_out(hidden)))
+
+
+class Decoder(_CheckpointedSequence):
+    """Mirror of :class:`Encoder`: maps a latent ``(B, latent_channels, s, s)`` to ``out_channels`` logit maps at
+    ``s * 2^(levels - 1)``."""
+
+    def __init__(
+        self,
+        latent_channels: int,
+        out_channels: int,
+        block_out_channels: Sequence[int],
+        layers_per_block: int,
+        attention_levels: Sequence[bool],
+        num_attention_heads: int,
+        attention_head_dim: int,
+        norm_num_groups: int,
+    ) -> None:
+        super().__init__()
+        reversed_channels = list(reversed(block_out_channels))
+        reversed_attention = list(reversed(attention_levels))
+        self.conv_in = nn.Conv2d(latent_channels, reversed_channels[0], kernel_size=3, padding=1)
+        self.blocks.extend(_bottleneck(reversed_channels[0], num_attention_heads, attention_head_dim, norm_num_groups))
+        previous = reversed_channels[0]
+        for level, (channels, attention) in enumerate(zip(reversed_channels, reversed_attention)):
+            self.blocks.extend(
+                _level_blocks(
+                    previous, channels, layers_per_block, attention, num_attention_heads, attention_head_dim,
+                    norm_num_groups,
+                )
+            )
+            if level < len(reversed_channels) - 1:
+                self.blocks.append(Upsample(channels))
+            previous = channels
+        self.norm_out = _norm(previous, norm_num_groups)
+        self.conv_out = nn.Conv2d(previous, out_channels, kernel_size=3, padding=1)
+
+    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+        hidden = self.run_blocks(self.conv_in(latents))
+        return self.conv_out(F.silu(self.norm_out(hidden)))

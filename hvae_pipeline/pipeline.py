@@ -1,0 +1,262 @@
+"""``HVAEPipeline``: paired (image, tumour mask) sampling from a trained generator, the diffusers way.
+
+The pipeline is written against a small generator interface so that the HVAE, its VAE baseline and the LSGAN baseline
+are sampled, saved and evaluated alike: ``model.latent_shape``, ``model.config`` (``image_channels``,
+``mask_channels``) and ``model.decode(z)`` returning ``images`` in ``[0, 1]`` and ``mask_logits``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers import DiffusionPipeline
+from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
+
+from .hub import raise_clear_hub_error
+from .validation import as_class_ids, check_images
+
+OUTPUT_TYPES = ("pil", "np", "pt")
+
+
+@dataclass
+class HVAEPipelineOutput(BaseOutput):
+    """Paired samples.
+
+    Args:
+        images: ``output_type="pil"``: list of PIL images (mode ``L`` for one channel, ``RGB`` for three);
+            ``"np"``: float32 ``(N, H, W, C)`` in ``[0, 1]``; ``"pt"``: float ``(N, C, H, W)`` in ``[0, 1]``.
+        masks: ``"pil"``: list of mode-``L`` images (binary masks as 0/255, class ids scaled to 0..255 for viewing);
+            ``"np"``: uint8 ``(N, H, W)`` of 0/1 or class ids; ``"pt"``: uint8 tensor ``(N, H, W)``.
+        tumour_areas: ``(N,)`` int64 numbers of tumour (non-background) pixels per mask.
+    """
+
+    images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
+    masks: list[PIL.Image.Image] | np.ndarray | torch.Tensor
+    tumour_areas: np.ndarray
+
+
+class SamplingBudgetExceeded(RuntimeError):
+    """Raised when ``min_mask_area`` rejects so many samples that the draw budget runs out."""
+
+
+def spherical_interpolation(start: torch.Tensor, end: torch.Tensor, fraction: float) -> torch.Tensor:
+    """Slerp between two latents; keeps the norm typical of Gaussian samples (linear blends shrink towards 0)."""
+    start_flat, end_flat = start.flatten(), end.flatten()
+    cosine = torch.dot(start_flat, end_flat) / (start_flat.norm() * end_flat.norm())
+    angle = torch.arccos(cosine.clamp(-1.0, 1.0))
+    if angle.abs() < 1e-6:
+        return (1 - fraction) * start + fraction * end
+    return (torch.sin((1 - fraction) * angle) * start + torch.sin(fraction * angle) * end) / torch.sin(angle)
+
+
+class HVAEPipeline(DiffusionPipeline):
+    r"""Pipeline for paired image + tumour-mask generation.
+
+    Args:
+        model: An :class:`~hvae_pipeline.models.HVAEModel` (or another generator with ``latent_shape`` and
+            ``decode``, such as the LSGAN baseline).
+    """
+
+    model_cpu_offload_seq = "model"
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.register_modules(model=model)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str, **kwargs: Any) -> "HVAEPipeline":
+        """Load a saved pipeline from a local folder or a Hub repository id.
+
+        Args:
+            pretrained_model_name_or_path: A folder written by ``save_pretrained`` or a Hub id ``"user/repo"``.
+            **kwargs: Passed on to ``DiffusionPipeline.from_pretrained`` (``dtype``, ``local_files_only``, ...).
+
+        Raises:
+            OSError: With a message saying what was looked for, when the folder does not exist and the Hub cannot be
+                reached (offline) or has no such repository.
+        """
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        except (OSError, ConnectionError, ValueError) as error:
+            raise_clear_hub_error(pretrained_model_name_or_path, error)
+
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> Any:
+        """Upload the pipeline (safetensors weights, configs, model card) to the Hub; see ``save_pretrained``.
+
+        Raises:
+            ConnectionError: With a clear message when offline or the Hub is unreachable.
+        """
+        try:
+            return super().push_to_hub(repo_id, **kwargs)
+        except (OSError, ConnectionError) as error:
+            raise ConnectionError(
+                f"could not push to the Hub repository {repo_id!r}: {error}. The Hub is unreachable or offline mode is "
+                "on (HF_HUB_OFFLINE=1); save locally with `save_pretrained(folder)` and push later."
+            ) from error
+
+    # ------------------------------------------------------------------------------------------------ sampling
+    def prior_latents(
+        self, num_samples: int, generator: torch.Generator | None = None, temperature: float = 1.0
+    ) -> torch.Tensor:
+        """Draw ``num_samples`` latents from the prior ``N(0, temperature^2 I)``."""
+        shape = (num_samples, *self.model.latent_shape)
+        return temperature * randn_tensor(shape, generator=generator, device=self.device, dtype=self.model.dtype)
+
+    @torch.inference_mode()
+    def decode_latents(self, latents: torch.Tensor, mask_threshold: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decode latents into images ``(N, C, H, W)`` in ``[0, 1]`` and uint8 masks ``(N, H, W)``.
+
+        Binary masks are ``sigmoid(logit) > mask_threshold``; multi-class masks take the most probable class.
+        """
+        decoded = self.model.decode(latents)
+        if self.model.config.mask_channels == 1:
+            masks = torch.sigmoid(decoded.mask_logits[:, 0]) > mask_threshold
+        else:
+            masks = decoded.mask_logits.argmax(dim=1)
+        return decoded.images.float(), masks.to(torch.uint8)
+
+    @torch.inference_mode()
+    def __call__(
+        self,
+        num_samples: int = 1,
+        generator: torch.Generator | None = None,
+        temperature: float = 1.0,
+        mask_threshold: float = 0.5,
+        min_mask_area: int = 0,
+        batch_size: int = 32,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        max_draws: int | None = None,
+    ) -> HVAEPipelineOutput | tuple:
+        """Sample (image, mask) pairs from the prior.
+
+        Args:
+            num_samples: Number of pairs to return (>= 1).
+            generator: Random generator; the same seed, ``batch_size`` and settings give the same samples.
+            temperature: Scale of the prior's standard deviation (< 1 trades diversity for typicality).
+            mask_threshold: Probability above which a pixel of a binary mask is tumour (ignored for multi-class).
+            min_mask_area: Reject samples with fewer tumour pixels than this (the paper keeps masks > 200 px).
+            batch_size: Latents decoded per forward pass.
+            output_type: ``"pil"``, ``"np"`` or ``"pt"`` (see :class:`HVAEPipelineOutput`).
+            return_dict: Return an :class:`HVAEPipelineOutput` rather than ``(images, masks)``.
+            max_draws: Bound on latents drawn when ``min_mask_area`` rejects samples (default
+                ``max(20 * num_samples, 1000)``).
+
+        Raises:
+            ValueError: On an invalid argument.
+            SamplingBudgetExceeded: When fewer than ``num_samples`` pairs passed ``min_mask_area`` within ``max_draws``.
+        """
+        _check_call_arguments(num_samples, temperature, mask_threshold, min_mask_area, batch_size, output_type)
+        max_draws = max(20 * num_samples, 1000) if max_draws is None else max_draws
+        kept_images: list[torch.Tensor] = []
+        kept_masks: list[torch.Tensor] = []
+        accepted = drawn = 0
+        with self.progress_bar(total=num_samples) as progress:
+            while accepted < num_samples:
+                if drawn >= max_draws:
+                    raise SamplingBudgetExceeded(
+                        f"only {accepted} of {num_samples} samples had a tumour area >= min_mask_area={min_mask_area} "
+                        f"px after {drawn} draws (max_draws={max_draws}); lower `min_mask_area` or raise `max_draws`"
+                    )
+                count = min(batch_size, max_draws - drawn)
+                latents = self.prior_latents(count, generator, temperature)
+                drawn += count
+                images, masks = self.decode_latents(latents, mask_threshold)
+                keep = tumour_area(masks) >= min_mask_area
+                keep[torch.cumsum(keep, 0) > num_samples - accepted] = False
+                kept_images.append(images[keep].cpu())
+                kept_masks.append(masks[keep].cpu())
+                progress.update(int(keep.sum()))
+                accepted += int(keep.sum())
+        images, masks = torch.cat(kept_images), torch.cat(kept_masks)
+        areas = tumour_area(masks).numpy()
+        images_out, masks_out = _format(images, masks, output_type, self.model.config.mask_channels)
+        if not return_dict:
+            return images_out, masks_out
+        return HVAEPipelineOutput(images=images_out, masks=masks_out, tumour_areas=areas)
+
+    @torch.inference_mode()
+    def reconstruct(
+        self,
+        images: torch.Tensor,
+        masks: torch.Tensor | None = None,
+        num_samples: int = 1,
+        generator: torch.Generator | None = None,
+        mask_threshold: float = 0.5,
+        imputation_steps: int = 5,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reconstruct slices through the posterior, optionally without their masks.
+
+        Args:
+            images: ``(B, image_channels, H, W)`` in ``[0, 1]``.
+            masks: ``(B, H, W)`` masks, or ``None`` to impute them: start from an empty mask and alternate
+                encode (posterior mean) / decode ``imputation_steps`` times, keeping the decoded mask.
+            num_samples: Posterior samples per slice; the first is the posterior mean, the others random draws.
+            generator: Random generator for the posterior draws.
+            mask_threshold: Threshold of binary masks.
+            imputation_steps: Encode/decode rounds used to impute missing masks.
+
+        Returns:
+            ``(images, masks)`` of shapes ``(B, num_samples, C, H, W)`` (float in ``[0, 1]``) and
+            ``(B, num_samples, H, W)`` (uint8).
+        """
+        config = self.model.config
+        check_images(images, config.image_channels, config.sample_size)
+        if num_samples < 1:
+            raise ValueError(f"`num_samples` must be >= 1, got {num_samples}")
+        images = images.to(self.device, self.model.dtype)
+        if masks is None:
+            masks = torch.zeros(images.shape[0], *images.shape[-2:], dtype=torch.long, device=self.device)
+            for _ in range(imputation_steps):
+                posterior = self.model.encode(images, masks).latent_dist
+                masks = self.decode_latents(posterior.mean, mask_threshold)[1].long()
+        else:
+            masks = as_class_ids(masks, config.mask_channels, images.shape[0], config.sample_size).to(self.device)
+        posterior = self.model.encode(images, masks).latent_dist
+        latents = [posterior.mean] + [posterior.sample(generator) for _ in range(num_samples - 1)]
+        decoded = [self.decode_latents(latent, mask_threshold) for latent in latents]
+        return torch.stack([d[0] for d in decoded], dim=1), torch.stack([d[1] for d in decoded], dim=1)
+
+
+def tumour_area(masks: torch.Tensor) -> torch.Tensor:
+    """Number of non-background pixels of each mask ``(N, H, W)``, as int64 ``(N,)``."""
+    return (masks > 0).flatten(1).sum(dim=1)
+
+
+def _check_call_arguments(
+    num_samples: int, temperature: float, mask_threshold: float, min_mask_area: int, batch_size: int, output_type: str
+) -> None:
+    if not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"`num_samples` must be an integer >= 1, got {num_samples!r}")
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature >= 0):
+        raise ValueError(f"`temperature` must be a finite number >= 0, got {temperature!r}")
+    if not 0.0 < mask_threshold < 1.0:
+        raise ValueError(f"`mask_threshold` must be in (0, 1), got {mask_threshold!r}")
+    if min_mask_area < 0:
+        raise ValueError(f"`min_mask_area` must be >= 0 pixels, got {min_mask_area!r}")
+    if batch_size < 1:
+        raise ValueError(f"`batch_size` must be >= 1, got {batch_size!r}")
+    if output_type not in OUTPUT_TYPES:
+        raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}")
+
+
+def _format(images: torch.Tensor, masks: torch.Tensor, output_type: str, mask_channels: int) -> tuple[Any, Any]:
+    if output_type == "pt":
+        return images, masks
+    images_np = images.permute(0, 2, 3, 1).numpy().astype(np.float32)
+    masks_np = masks.numpy().astype(np.uint8)
+    if output_type == "np":
+        return images_np, masks_np
+    if images_np.shape[-1] not in (1, 3):
+        raise ValueError(f"output_type='pil' needs 1 or 3 image channels, got {images_np.shape[-1]}; use 'np' or 'pt'")
+    pixels = (images_np * 255).round().astype(np.uint8)
+    pil_images = [PIL.Image.fromarray(p[..., 0] if p.shape[-1] == 1 else p) for p in pixels]
+    scale = 255 // max(mask_channels - 1, 1)
+    pil_masks = [PIL.Image.fromarray((m * scale).astype(np.uint8)) for m in masks_np]
+    return pil_images, pil_masks

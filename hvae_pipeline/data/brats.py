@@ -110,8 +110,10 @@ def find_brats_cases(
         wanted = _canonical_modalities(modalities)
 
     available: dict[str, dict[str, Path]] = {}
+    label_files = set(layout.label.find(root))
     for path, fields in layout.image.find(root).items():
-        available.setdefault(fields["case"], {})[fields.get("modality", "")] = path
+        if path not in label_files:  # "{case}_{modality}" also matches "{case}_seg"
+            available.setdefault(fields["case"], {})[fields.get("modality", "")] = path
     if patients is not None:
         missing = sorted(set(patients) - set(available))
         if missing:

@@ -89,6 +89,48 @@ def zscore_per_volume(volume: np.ndarray) -> np.ndarray:
     return ((volume - foreground.mean()) / (std if std > 0 else 1.0)).astype(np.float32)
 
 
+def select_slices(
+    images: np.ndarray,
+    masks: np.ndarray,
+    slice_index: np.ndarray,
+    patient_id: str,
+    source: str,
+    options: SliceOptions,
+    labelled: bool = True,
+) -> SliceColumns:
+    """Normalise one patient's slices and keep those with enough tumour.
+
+    Args:
+        images: (N, C, H, W) slices of one patient, in display orientation.
+        masks: (N, H, W) targets.
+        slice_index: (N,) index stored with each slice.
+        patient_id: id stored with every slice.
+        source: dataset/layout name stored with every slice.
+        options: normalisation and ``min_tumour_area``. ``"zscore"`` statistics cover all N slices of the patient
+            (the whole volume), per channel.
+        labelled: False for cases without a label map (``masks`` all zero): every slice is kept and ``source``
+            gets ``UNLABELLED_SUFFIX`` so these slices can never be mistaken for tumour-free ground truth.
+    """
+    images = images.astype(np.float32, copy=False)
+    if not labelled:
+        source += UNLABELLED_SUFFIX
+    if options.normalization == "zscore":
+        images = np.stack([zscore_per_volume(images[:, c]) for c in range(images.shape[1])], axis=1)
+    areas = np.count_nonzero(masks, axis=(1, 2)).astype(np.int32)
+    keep = np.flatnonzero(areas >= (options.min_tumour_area if labelled else 0))
+    kept = images[keep]
+    if options.normalization == "minmax":
+        kept = minmax_per_slice(kept)
+    return SliceColumns(
+        image=kept,
+        mask=masks[keep].astype(np.uint8),
+        patient_id=[patient_id] * len(keep),
+        slice_index=np.asarray(slice_index, dtype=np.int32)[keep],
+        tumour_area=areas[keep],
+        source=[source] * len(keep),
+    )
+
+
 def volume_to_slices(
     channels: Sequence[np.ndarray],
     mask: np.ndarray,
@@ -97,33 +139,8 @@ def volume_to_slices(
     options: SliceOptions,
     labelled: bool = True,
 ) -> SliceColumns:
-    """Cut resampled RAS volumes into axial slices and keep those with enough tumour.
-
-    Args:
-        channels: one (X, Y, Z) array per modality, already on the output grid.
-        mask: (X, Y, Z) uint8 target on the same grid.
-        patient_id: id stored with every slice.
-        source: dataset/layout name stored with every slice.
-        options: normalisation and ``min_tumour_area``.
-        labelled: False for cases without a label map (``mask`` is all zero): every slice is kept and ``source``
-            gets an ``UNLABELLED_SUFFIX`` so these slices can never be mistaken for tumour-free ground truth.
-    """
-    if not labelled:
-        source += UNLABELLED_SUFFIX
-    if options.normalization == "zscore":
-        channels = [zscore_per_volume(c) for c in channels]
-    images = np.stack([axial_slices(c) for c in channels], axis=1).astype(np.float32)
-    masks = axial_slices(mask).astype(np.uint8)
-    areas = np.count_nonzero(masks, axis=(1, 2)).astype(np.int32)
-    keep = np.flatnonzero(areas >= (options.min_tumour_area if labelled else 0))
-    images = images[keep]
-    if options.normalization == "minmax":
-        images = minmax_per_slice(images)
-    return SliceColumns(
-        image=images,
-        mask=masks[keep],
-        patient_id=[patient_id] * len(keep),
-        slice_index=keep.astype(np.int32),
-        tumour_area=areas[keep],
-        source=[source] * len(keep),
-    )
+    """Cut resampled RAS volumes (one (X, Y, Z) array per modality, and the (X, Y, Z) mask) into axial slices in
+    the display convention and pass them to :func:`select_slices` (``slice_index`` = axial index)."""
+    images = np.stack([axial_slices(c) for c in channels], axis=1)
+    masks = axial_slices(mask)
+    return select_slices(images, masks, np.arange(len(masks)), patient_id, source, options, labelled)

@@ -1,0 +1,124 @@
+"""``hvae-data``: prepare slice datasets from medical volumes or 2D pairs.
+
+Example::
+
+    hvae-data prepare brats ../shared/data/brats-msd-flair --out data/msd \\
+        --image-glob 'images/{case}_Tumor.nii.gz' --label-glob 'labels/{case}_Seg.nii.gz' --num-proc 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+HISTOGRAM_BIN_PX = 25  # the paper's balancing bin width
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hvae-data", description="Prepare 2D image + tumour mask slice datasets.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    prepare = commands.add_parser("prepare", help="load a dataset folder and write it with save_to_disk")
+    prepare.add_argument("kind", choices=("brats", "hecktor", "pairs"), help="which loader to use")
+    prepare.add_argument("root", type=Path, help="dataset folder")
+    prepare.add_argument("--out", type=Path, required=True, help="output folder (must be empty unless --overwrite)")
+    prepare.add_argument("--overwrite", action="store_true", help="replace a non-empty --out once the new one is complete")
+    prepare.add_argument("--parquet", action="store_true", help="also write slices.parquet")
+    prepare.add_argument("--modalities", nargs="+", help="brats: flair t1 t1ce t2 (default flair); hecktor: pt ct (default pt)")
+    prepare.add_argument("--label", help="target (brats default whole_tumor, hecktor default gtvp)")
+    prepare.add_argument("--label-convention", default="auto", help="brats label convention (default auto)")
+    prepare.add_argument("--image-glob", help="brats/pairs: image pattern with {case} (pairs: required)")
+    prepare.add_argument("--label-glob", help="brats: label pattern with {case}")
+    prepare.add_argument("--mask-glob", help="pairs: mask pattern with the image pattern's fields (required)")
+    prepare.add_argument("--channels", type=int, nargs="+", help="pairs: picture channels to keep")
+    prepare.add_argument("--size", type=int, default=128)
+    prepare.add_argument("--depth", type=int, default=64, help="brats/hecktor: slices after resampling")
+    prepare.add_argument("--normalization", default="minmax", choices=("minmax", "zscore", "none"))
+    prepare.add_argument("--min-tumour-area", type=int, default=1)
+    prepare.add_argument("--balance", action="store_true", help="area-balanced subsampling (paper)")
+    prepare.add_argument("--seed", type=int, default=0)
+    prepare.add_argument("--patients", nargs="+", help="only these patient ids")
+    prepare.add_argument("--allow-unlabelled", action="store_true", help="keep cases without labels (all-zero masks)")
+    prepare.add_argument("--num-proc", type=int, default=1)
+    prepare.add_argument("--cache-dir", type=Path, help="reuse/store prepared datasets here (default: no cache)")
+    return parser
+
+
+def _load(args: argparse.Namespace):
+    from hvae_pipeline.data import load_brats_slices, load_hecktor_slices, load_pair_slices
+
+    common = dict(
+        normalization=args.normalization, min_tumour_area=args.min_tumour_area, balance=args.balance, seed=args.seed,
+        num_proc=args.num_proc, cache_dir=args.cache_dir or False, progress=True, patients=args.patients, size=args.size,
+    )
+    if args.kind == "pairs":
+        if not (args.image_glob and args.mask_glob):
+            raise ValueError("prepare pairs needs --image-glob and --mask-glob")
+        return load_pair_slices(args.root, args.image_glob, args.mask_glob, channels=args.channels, **common)
+    common.update(depth=args.depth, allow_unlabelled=args.allow_unlabelled)
+    if args.kind == "brats":
+        return load_brats_slices(
+            args.root, modalities=tuple(args.modalities or ("flair",)), label=args.label or "whole_tumor",
+            label_convention=args.label_convention, image_glob=args.image_glob, label_glob=args.label_glob, **common,
+        )
+    return load_hecktor_slices(args.root, modalities=tuple(args.modalities or ("pt",)), label=args.label or "gtvp", **common)
+
+
+def summarize(patient_ids: Sequence[str], areas: np.ndarray) -> tuple[str, np.ndarray, np.ndarray]:
+    """Text summary (slices per patient, tumour-area histogram) plus the histogram counts and bin edges."""
+    per_patient = Counter(patient_ids)
+    top = max(int(areas.max(initial=0)), 1)
+    edges = np.arange(0, top + HISTOGRAM_BIN_PX, HISTOGRAM_BIN_PX)
+    counts, edges = np.histogram(areas, bins=edges)
+    lines = [f"{len(patient_ids)} slices from {len(per_patient)} patients", "slices per patient:"]
+    lines += [f"  {patient}: {count}" for patient, count in sorted(per_patient.items())]
+    lines.append(f"tumour area histogram ({HISTOGRAM_BIN_PX} px bins):")
+    lines += [f"  [{int(lo)}, {int(hi)}): {n}" for lo, hi, n in zip(edges[:-1], edges[1:], counts) if n]
+    return "\n".join(lines), counts, edges
+
+
+def _save_histogram(counts: np.ndarray, edges: np.ndarray, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers/CI
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6, 3.5))
+    axes.bar(edges[:-1], counts, width=np.diff(edges), align="edge", edgecolor="black")
+    axes.set(xlabel="tumour area (pixels)", ylabel="slices", title=title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``hvae-data``; returns the exit code (0 success, 2 bad input)."""
+    from hvae_pipeline.data import atomic_directory
+
+    args = _parser().parse_args(argv)
+    try:
+        # Check before the (long) preparation, and again atomically when moving the result into place.
+        if args.out.exists() and any(args.out.iterdir()) and not args.overwrite:
+            raise FileExistsError(f"{args.out}: output folder exists and is not empty (pass --overwrite to replace it)")
+        dataset = _load(args)
+        text, counts, edges = summarize(list(dataset["patient_id"]), np.asarray(dataset["tumour_area"]))
+        with atomic_directory(args.out, overwrite=args.overwrite) as temporary:
+            dataset.save_to_disk(str(temporary / "dataset"))
+            if args.parquet:
+                dataset.to_parquet(str(temporary / "slices.parquet"))
+            _save_histogram(counts, edges, temporary / "area_histogram.png", f"{args.kind}: {args.root.name}")
+            (temporary / "summary.txt").write_text(text + "\n")
+    except (ValueError, FileNotFoundError, FileExistsError) as exc:
+        print(f"hvae-data: error: {exc}", file=sys.stderr)
+        return 2
+    print(text)
+    print(f"written to {args.out} (dataset/, area_histogram.png, summary.txt{', slices.parquet' if args.parquet else ''})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -64,8 +64,8 @@ LAYOUTS = (
 
 @dataclass(frozen=True)
 class HecktorCase:
-    """Files of one patient: ``images`` maps each requested modality to its file (as (name, path) pairs);
-    ``body_image`` is the scan used to find the body when no box is given; ``box_mm`` is the RAS crop box."""
+    """Files of one patient: ``images`` holds (modality, path) pairs for the requested modalities plus the scan
+    used to find the body (PET when available); ``box_mm`` is the RAS crop box from ``bbox.csv``, if any."""
 
     patient_id: str
     images: tuple[tuple[str, Path], ...]

@@ -13,7 +13,6 @@ from hvae_pipeline.data import (
     write_phantom_tree,
 )
 from hvae_pipeline.data.labels import BRATS_CONVENTIONS, detect_brats_convention
-from hvae_pipeline.data.phantom import PHANTOM_SLICES_PER_PATIENT
 
 GLOB = dict(image_glob="images/{case}_Tumor.nii.gz", label_glob="labels/{case}_Seg.nii.gz")
 SMALL = dict(size=32, depth=16, cache_dir=False)

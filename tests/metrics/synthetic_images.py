@@ -1,9 +1,9 @@
-"""Small synthetic image batches shared by the metric tests."""
+"""Small synthetic image batches shared by the metric tests (a plain module: a second conftest.py would shadow
+the ``conftest`` that other test folders import by name)."""
 
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 from scipy.ndimage import gaussian_filter
 
@@ -15,14 +15,3 @@ def smooth_images(count: int, size: int, seed: int, blur: float = 3.0) -> torch.
     low = blurred.min(axis=(1, 2), keepdims=True)
     high = blurred.max(axis=(1, 2), keepdims=True)
     return torch.from_numpy((blurred - low) / (high - low)).to(torch.float32)
-
-
-@pytest.fixture
-def make_images():
-    """The :func:`smooth_images` factory (a fixture, so test modules need not import this conftest)."""
-    return smooth_images
-
-
-@pytest.fixture
-def images_128() -> torch.Tensor:
-    return smooth_images(4, 128, seed=0)

@@ -4,6 +4,13 @@ import torch
 
 from hvae_pipeline.metrics import ms_ssim, psnr, ssim
 
+from synthetic_images import smooth_images
+
+
+@pytest.fixture
+def images_128() -> torch.Tensor:
+    return smooth_images(4, 128, seed=0)
+
 
 def test_identical_images_give_infinite_psnr_and_unit_ssim(images_128):
     assert torch.isinf(psnr(images_128, images_128)).all()

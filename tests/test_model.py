@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import random_pairs
+from model_helpers import random_pairs
 
 from hvae_pipeline import HVAEModel
 

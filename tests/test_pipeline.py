@@ -6,7 +6,7 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-from conftest import random_pairs
+from model_helpers import random_pairs
 from safetensors.torch import load_file
 
 from hvae_pipeline import HVAEModel, HVAEPipeline, SamplingBudgetExceeded

@@ -179,13 +179,13 @@ class HVAEModel(ModelMixin, ConfigMixin):
             return self.config.max_step_size * torch.sigmoid(self.step_size_logit)
         return self.config.step_size
 
-    def temperature_schedule(self) -> torch.Tensor:
-        """Inverse temperatures ``beta_0 .. beta_K`` of the flow (``beta_K = 1``)."""
+    def temperature_schedule(self, n_leapfrog: int | None = None) -> torch.Tensor:
+        """Inverse temperatures ``beta_0 .. beta_K`` of the flow (``beta_K = 1``); ``K`` defaults to the config's."""
         if self.config.learn_beta_zero:
             beta_zero = torch.sigmoid(self.beta_zero_logit)
         else:
             beta_zero = torch.tensor(float(self.config.beta_zero), dtype=self.dtype, device=self.device)
-        return quadratic_temperature_schedule(beta_zero, self.config.n_leapfrog)
+        return quadratic_temperature_schedule(beta_zero, self.config.n_leapfrog if n_leapfrog is None else n_leapfrog)
 
     # -------------------------------------------------------------------------------------------- encode/decode
     def _encoder_inputs(self, images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -252,13 +252,14 @@ class HVAEModel(ModelMixin, ConfigMixin):
         posterior: DiagonalGaussianDistribution,
         generator: torch.Generator | None,
         create_graph: bool,
+        n_leapfrog: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, FlowOutput]:
         """Draw ``z_0 ~ q`` and ``gamma_0 ~ N(0, I)``, run the flow; return ``(z_0, gamma_0, flow output)``."""
         mean = posterior.mean
         noise = randn_tensor(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
         z0 = mean + posterior.std * noise
-        betas = self.temperature_schedule()
-        if self.config.n_leapfrog == 0:
+        betas = self.temperature_schedule(n_leapfrog)
+        if betas.shape[0] == 1:
             # No flow: the momentum plays no part; zeros make its terms cancel exactly.
             gamma0 = torch.zeros_like(z0)
             momentum0 = gamma0
@@ -280,6 +281,7 @@ class HVAEModel(ModelMixin, ConfigMixin):
         masks: torch.Tensor,
         generator: torch.Generator | None = None,
         return_dict: bool = True,
+        n_leapfrog: int | None = None,
     ) -> HVAEOutput | tuple:
         """Single-sample ELBO of each (image, mask) pair and the training loss.
 
@@ -292,12 +294,16 @@ class HVAEModel(ModelMixin, ConfigMixin):
             masks: ``(B, H, W)`` or ``(B, 1, H, W)`` binary masks or class ids.
             generator: Random generator for the posterior and momentum noise.
             return_dict: Return an :class:`HVAEOutput` rather than a tuple.
+            n_leapfrog: Override the number of leapfrog steps for this call; ``0`` gives the plain VAE bound whatever
+                ``beta_zero`` (used for cheap VAE warm starts of an HVAE).
         """
+        if n_leapfrog is not None and n_leapfrog < 0:
+            raise ValueError(f"`n_leapfrog` must be >= 0, got {n_leapfrog}")
         inputs, class_ids = self._encoder_inputs(images, masks)
         images = inputs[:, : self.config.image_channels]
         posterior = DiagonalGaussianDistribution(self.encoder(inputs))
         create_graph = self.config.flow_gradient == "exact" and torch.is_grad_enabled()
-        z0, gamma0, flow = self._flow_from_posterior(images, class_ids, posterior, generator, create_graph)
+        z0, gamma0, flow = self._flow_from_posterior(images, class_ids, posterior, generator, create_graph, n_leapfrog)
         image_term, mask_term = flow.aux
         kl = posterior.kl()
         flow_gain = (standard_normal_log_density(flow.z) - standard_normal_log_density(z0)) + (

@@ -1,0 +1,370 @@
+"""What the demo's buttons do, as plain functions of a pipeline and the widget values (no Gradio needed).
+
+Each function checks its inputs and raises :class:`~demo.uploads.DemoInputError` with a sentence meant for the user;
+the app turns those into Gradio error pop-ups.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import PIL.Image
+import torch
+from huggingface_hub import ModelCard, try_to_load_from_cache
+
+from hvae_pipeline.pipeline import HVAEPipeline, SamplingBudgetExceeded, spherical_interpolation
+from hvae_pipeline.visualization import mask_to_uint8, overlay, to_grey_uint8
+
+from .uploads import DemoInputError, prepare_mask, prepare_slice
+
+# Request bounds: one request must stay a few seconds of CPU, whatever a client sends.
+MAX_SAMPLES = 64
+MAX_FRAMES = 16
+MAX_POSTERIOR_SAMPLES = 8
+# Latents drawn per requested sample before a high minimum tumour area gives up (bounds rejection sampling).
+DRAWS_PER_SAMPLE = 10
+MAX_SEED = 2**63 - 1
+
+GalleryItems = list[tuple[np.ndarray, str]]
+
+
+@dataclass(frozen=True)
+class SampleSet:
+    """The samples of one Generate click, kept per browser session for the Download tab.
+
+    Attributes:
+        images: ``(N, H, W, C)`` float32 in ``[0, 1]``.
+        masks: ``(N, H, W)`` uint8 class ids (0/1 for binary masks).
+        tumour_areas: ``(N,)`` tumour pixels per mask.
+        seed: Seed of the random generator that drew them.
+        settings: The other sampling settings (temperature, mask threshold, minimum tumour area).
+    """
+
+    images: np.ndarray
+    masks: np.ndarray
+    tumour_areas: np.ndarray
+    seed: int
+    settings: dict[str, float | int]
+
+
+# ------------------------------------------------------------------------------------------------ input checks
+def whole_number(value: float | int | None, name: str, low: int, high: int) -> int:
+    """Return ``value`` as an ``int`` in ``[low, high]`` (widgets send floats such as ``8.0``), or refuse it."""
+    if value is None or not math.isfinite(float(value)) or float(value) != int(value):
+        raise DemoInputError(f"{name} must be a whole number, got {value!r}.")
+    if not low <= int(value) <= high:
+        raise DemoInputError(f"{name} must be between {low} and {high}, got {int(value)}.")
+    return int(value)
+
+
+def _check_temperature(temperature: float, smallest: float = 0.0) -> None:
+    if not smallest <= temperature <= 2.0:
+        raise DemoInputError(f"Temperature must be between {smallest:g} and 2, got {temperature:g}.")
+
+
+def _check_mask_threshold(mask_threshold: float) -> None:
+    if not 0.0 < mask_threshold < 1.0:
+        raise DemoInputError(f"Mask threshold must be strictly between 0 and 1, got {mask_threshold:g}.")
+
+
+def _generator(seed: float | int) -> torch.Generator:
+    return torch.Generator(device="cpu").manual_seed(whole_number(seed, "Seed", 0, MAX_SEED))
+
+
+# ------------------------------------------------------------------------------------------------ Sample tab
+def generate_samples(
+    pipeline: HVAEPipeline,
+    seed: float | int,
+    num_samples: float | int,
+    temperature: float,
+    mask_threshold: float,
+    min_mask_area: float | int,
+) -> SampleSet:
+    """Draw paired samples from the prior.
+
+    Args:
+        pipeline: The loaded pipeline.
+        seed: Seed of the random generator (same seed and settings, same samples).
+        num_samples: Number of pairs, 1 to :data:`MAX_SAMPLES`.
+        temperature: Scale of the prior's standard deviation, 0 to 2.
+        mask_threshold: Probability above which a pixel is tumour, in ``(0, 1)``.
+        min_mask_area: Keep only masks with at least this many tumour pixels.
+
+    Raises:
+        DemoInputError: On a setting out of range, or when too few samples reach ``min_mask_area``.
+    """
+    num_samples = whole_number(num_samples, "Number of samples", 1, MAX_SAMPLES)
+    sample_size = pipeline.model.config.sample_size
+    min_mask_area = whole_number(min_mask_area, "Minimum tumour area", 0, sample_size * sample_size)
+    _check_temperature(temperature)
+    _check_mask_threshold(mask_threshold)
+    max_draws = DRAWS_PER_SAMPLE * num_samples
+    try:
+        output = pipeline(
+            num_samples=num_samples,
+            generator=_generator(seed),
+            temperature=float(temperature),
+            mask_threshold=float(mask_threshold),
+            min_mask_area=min_mask_area,
+            output_type="np",
+            max_draws=max_draws,
+        )
+    except SamplingBudgetExceeded as error:
+        raise DemoInputError(
+            f"Fewer than {num_samples} of {max_draws} drawn samples had a tumour of at least {min_mask_area} pixels: "
+            "lower the minimum tumour area (or ask for fewer samples)."
+        ) from error
+    settings = {"temperature": float(temperature), "mask_threshold": float(mask_threshold), "min_mask_area": min_mask_area}
+    return SampleSet(output.images, output.masks, output.tumour_areas, int(seed), settings)
+
+
+def pair_items(image: np.ndarray, mask: np.ndarray, title: str) -> GalleryItems:
+    """Three gallery items for one pair: the slice, its mask and the overlay (tumour coloured over the slice).
+
+    Args:
+        image: ``(H, W, C)`` floats in ``[0, 1]`` (the first channel is shown).
+        mask: ``(H, W)`` class ids.
+        title: Start of the captions, e.g. ``"#3"``; the mask's caption adds its tumour area.
+    """
+    area = int((mask > 0).sum())
+    return [
+        (to_grey_uint8(image), f"{title} image"),
+        (mask_to_uint8(mask), f"{title} mask · tumour area {area} px"),
+        (overlay(image, mask), f"{title} overlay"),
+    ]
+
+
+def sample_gallery(samples: SampleSet) -> GalleryItems:
+    """Image, mask and overlay of every sample, numbered from 1, the masks captioned with their tumour area."""
+    return [
+        item
+        for index, (image, mask) in enumerate(zip(samples.images, samples.masks))
+        for item in pair_items(image, mask, f"#{index + 1}")
+    ]
+
+
+# ------------------------------------------------------------------------------------------------ Explore tab
+def interpolate_seeds(
+    pipeline: HVAEPipeline,
+    seed_a: float | int,
+    seed_b: float | int,
+    num_frames: float | int,
+    temperature: float,
+    mask_threshold: float,
+) -> GalleryItems:
+    """Frames along the great circle between the prior latents of two seeds (spherical interpolation).
+
+    Args:
+        pipeline: The loaded pipeline.
+        seed_a: Seed of the first latent (first frame).
+        seed_b: Seed of the second latent (last frame).
+        num_frames: Frames, ends included, 2 to :data:`MAX_FRAMES`.
+        temperature: Scale of the prior's standard deviation, above 0 (a zero latent has no direction to follow).
+        mask_threshold: Probability above which a pixel is tumour, in ``(0, 1)``.
+
+    Returns:
+        Image, mask and overlay of every frame, captioned with the seed (ends) or the fraction of the way ``t``.
+    """
+    num_frames = whole_number(num_frames, "Number of frames", 2, MAX_FRAMES)
+    _check_temperature(temperature, smallest=0.05)
+    _check_mask_threshold(mask_threshold)
+    start = pipeline.prior_latents(1, _generator(seed_a), float(temperature))[0]
+    end = pipeline.prior_latents(1, _generator(seed_b), float(temperature))[0]
+    fractions = np.linspace(0.0, 1.0, num_frames)
+    latents = torch.stack([spherical_interpolation(start, end, float(fraction)) for fraction in fractions])
+    images, masks = pipeline.decode_latents(latents, float(mask_threshold))
+    images_np, masks_np = images.permute(0, 2, 3, 1).cpu().numpy(), masks.cpu().numpy()
+    titles = {0: f"seed {int(seed_a)}", num_frames - 1: f"seed {int(seed_b)}"}
+    return [
+        item
+        for index, (fraction, image, mask) in enumerate(zip(fractions, images_np, masks_np))
+        for item in pair_items(image, mask, titles.get(index, f"t={fraction:.2f}"))
+    ]
+
+
+# ------------------------------------------------------------------------------------------------ Reconstruct tab
+def reconstruct_upload(
+    pipeline: HVAEPipeline,
+    slice_path: str | None,
+    slice_index: float | int,
+    mask_path: str | None,
+    num_samples: float | int,
+    seed: float | int,
+    mask_threshold: float,
+) -> tuple[GalleryItems, str]:
+    """Reconstruct an uploaded slice through the posterior, imputing its mask when none is given.
+
+    Args:
+        pipeline: The loaded pipeline.
+        slice_path: The uploaded PNG/TIF slice or NIfTI volume.
+        slice_index: Axial slice of a NIfTI upload (ignored for pictures).
+        mask_path: The uploaded mask of the slice, or ``None`` to let the model impute it.
+        num_samples: Reconstructions, 1 to :data:`MAX_POSTERIOR_SAMPLES`: the posterior mean, then random draws.
+        seed: Seed of the posterior draws.
+        mask_threshold: Probability above which a pixel is tumour, in ``(0, 1)``.
+
+    Returns:
+        ``(gallery, notes)``: the model's input then its reconstructions (image, mask, overlay each), and a
+        Markdown list of what was done to the upload.
+    """
+    if not slice_path:
+        raise DemoInputError("Upload a slice (PNG/TIF) or a NIfTI volume first.")
+    num_samples = whole_number(num_samples, "Number of posterior samples", 1, MAX_POSTERIOR_SAMPLES)
+    _check_mask_threshold(mask_threshold)
+    config = pipeline.model.config
+    index = whole_number(slice_index, "Slice index", 0, 100_000)
+    prepared = prepare_slice(slice_path, index, config.image_channels, config.sample_size)
+    notes = list(prepared.notes)
+    image = prepared.image[0].permute(1, 2, 0).numpy()
+    if mask_path:
+        given = prepare_mask(mask_path, index, prepared.original_size, config.mask_channels, config.sample_size)
+        notes += given.notes
+        masks = given.mask
+        gallery = pair_items(image, given.mask[0].numpy(), "input")
+    else:
+        masks = None
+        notes.append("No mask was given: the model imputed it (encode/decode rounds from an empty mask).")
+        gallery = [(to_grey_uint8(image), "input image (no mask given)")]
+    images, decoded_masks = pipeline.reconstruct(
+        prepared.image, masks, num_samples=num_samples, generator=_generator(seed), mask_threshold=mask_threshold
+    )
+    for draw in range(num_samples):
+        title = "posterior mean" if draw == 0 else f"posterior sample {draw}"
+        image_draw = images[0, draw].permute(1, 2, 0).cpu().numpy()
+        gallery += pair_items(image_draw, decoded_masks[0, draw].cpu().numpy(), title)
+    return gallery, "\n".join(f"- {note}" for note in notes)
+
+
+# ------------------------------------------------------------------------------------------------ Download tab
+def _png_bytes(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    PIL.Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _nifti_bytes(volume: np.ndarray) -> bytes:
+    # nibabel writes gzip only through a file name; the temporary file is read back into the archive.
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "volume.nii.gz"
+        nib.save(nib.Nifti1Image(volume, np.eye(4)), path)
+        return path.read_bytes()
+
+
+def write_samples_zip(samples: SampleSet, model_description: str, folder: str | Path | None = None) -> Path:
+    """Write the samples to a zip archive: PNG pairs, two NIfTI volumes and a manifest (CSV and JSON).
+
+    Layout: ``images/sample_00000.png`` (8-bit grey, or ``.npy`` floats for images with more than 3 channels),
+    ``masks/sample_00000.png`` (class ids, 0/1 for binary masks), ``images.nii.gz`` (float32, x, y, sample,
+    channel: sample ``i`` is slice ``i``) and ``masks.nii.gz`` (uint8, x, y, sample), ``manifest.csv`` and
+    ``manifest.json`` (file names, NIfTI slice, seed, tumour area; the JSON adds the model and settings).
+    The archive is written to a temporary name and renamed when complete, so no reader sees half an archive.
+
+    Args:
+        samples: The samples of one Generate click.
+        model_description: What model drew them, recorded in the manifest.
+        folder: Where to create the archive's own new subfolder (default: the system's temporary folder).
+
+    Returns:
+        The path of the archive, ``hvae-samples-seed<seed>-n<count>.zip``.
+    """
+    target_folder = Path(tempfile.mkdtemp(prefix="hvae-samples-", dir=folder))
+    target = target_folder / f"hvae-samples-seed{samples.seed}-n{len(samples.masks)}.zip"
+    rows: list[dict[str, Any]] = []
+    partial = target_folder / f".{target.name}.partial"
+    with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for index, (image, mask, area) in enumerate(zip(samples.images, samples.masks, samples.tumour_areas)):
+            stem = f"sample_{index:05d}"
+            if image.shape[-1] in (1, 3):
+                image_name = f"images/{stem}.png"
+                pixels = to_grey_uint8(image) if image.shape[-1] == 1 else (image * 255).round().astype(np.uint8)
+                archive.writestr(image_name, _png_bytes(pixels))
+            else:  # more modalities than a PNG holds: keep the exact floats
+                image_name = f"images/{stem}.npy"
+                buffer = io.BytesIO()
+                np.save(buffer, image)
+                archive.writestr(image_name, buffer.getvalue())
+            archive.writestr(f"masks/{stem}.png", _png_bytes(mask))
+            rows.append(
+                {
+                    "index": index,
+                    "image": image_name,
+                    "mask": f"masks/{stem}.png",
+                    "nifti_slice": index,
+                    "seed": samples.seed,
+                    "tumour_area": int(area),
+                }
+            )
+        # NIfTI axes are (x, y, z, channel): rows of a slice run along y, and the samples stack along z.
+        archive.writestr("images.nii.gz", _nifti_bytes(np.transpose(samples.images, (2, 1, 0, 3)).astype(np.float32)))
+        archive.writestr("masks.nii.gz", _nifti_bytes(np.transpose(samples.masks, (2, 1, 0)).astype(np.uint8)))
+        table = io.StringIO()
+        writer = csv.DictWriter(table, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+        archive.writestr("manifest.csv", table.getvalue())
+        manifest = {"model": model_description, "seed": samples.seed, "settings": samples.settings, "samples": rows}
+        archive.writestr("manifest.json", json.dumps(manifest, indent=2))
+    os.replace(partial, target)
+    return target
+
+
+# ------------------------------------------------------------------------------------------------ Model info tab
+def find_model_card(pipeline: HVAEPipeline) -> Path | None:
+    """The model card (``README.md``) of the pipeline's folder, or of its cached Hub download; never downloads."""
+    source = pipeline.name_or_path
+    if not source:
+        return None
+    if Path(source).is_dir():
+        card = Path(source) / "README.md"
+        return card if card.is_file() else None
+    cached = try_to_load_from_cache(source, "README.md")
+    return Path(cached) if isinstance(cached, str) else None
+
+
+def is_untrained(pipeline: HVAEPipeline) -> bool:
+    """Whether the pipeline was built in memory (random weights) rather than loaded from saved weights."""
+    return not pipeline.name_or_path
+
+
+def model_info_markdown(pipeline: HVAEPipeline, description: str) -> str:
+    """Markdown for the Model info tab: what was loaded, the model's configuration, training data and licence.
+
+    Args:
+        pipeline: The loaded pipeline.
+        description: What :func:`hvae_pipeline.defaults.load_pipeline` says it loaded.
+    """
+    lines = [f"**Loaded:** {description}", ""]
+    if is_untrained(pipeline):
+        lines += [
+            "> **This model is UNTRAINED**: its weights are random, so its samples are noise. "
+            "Start the demo with `--model PATH_OR_REPO` to use a trained pipeline.",
+            "",
+        ]
+    card_path = find_model_card(pipeline)
+    if card_path is None:
+        lines += ["**Model card:** none found (no README.md beside the model): training data and licence unknown.", ""]
+    else:
+        card = ModelCard.load(card_path)
+        datasets = card.data.get("datasets") or []
+        lines += [
+            f"**Licence:** {card.data.get('license') or 'not stated in the model card'}",
+            "",
+            f"**Training data:** {', '.join(datasets) if datasets else 'see the model card below'}",
+            "",
+        ]
+    config = {key: value for key, value in dict(pipeline.model.config).items() if not key.startswith("_")}
+    lines += ["**Configuration** (`model.config`):", "", "```json", json.dumps(config, indent=2), "```", ""]
+    if card_path is not None:
+        lines += ["---", "### Model card", "", card.text.strip()]
+    return "\n".join(lines)

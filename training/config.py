@@ -1,0 +1,118 @@
+"""Training configuration: YAML files under ``training/configs/`` plus ``--section.key=value`` overrides."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+# Every key a config may hold, with its default. Unknown keys are errors (a typo must not be silently ignored).
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "model": {},  # HVAEModel constructor arguments (LSGAN: LSGANGenerator arguments)
+    "data": {
+        "kind": "brats",  # brats | hecktor | pairs | phantom | disk
+        "root": None,
+        "image_glob": None,
+        "label_glob": None,
+        "mask_glob": None,
+        "modalities": ["flair"],
+        "label": "whole_tumor",
+        "patients": None,  # training patients (None: all)
+        "val_patients": None,  # held-out patients for the validation ELBO
+        "size": 128,
+        "depth": 64,
+        "min_tumour_area": 1,
+        "balance": False,
+        "num_phantom_slices": 256,
+        "num_proc": 1,
+        "licence": None,  # recorded in the model card
+        "description": None,
+    },
+    "training": {
+        "output_dir": "runs/hvae",
+        "seed": 0,
+        "batch_size": 16,
+        "max_steps": 1000,
+        "learning_rate": 4.5e-5,
+        "weight_decay": 1e-8,
+        "adam_betas": [0.5, 0.9],
+        "lr_scheduler": "constant",  # constant | cosine | linear | constant_with_warmup
+        "lr_warmup_steps": 0,
+        "gradient_accumulation_steps": 1,
+        "max_grad_norm": 1.0,
+        "mixed_precision": "no",  # no | bf16 | fp16 (GPU only; CPUs stay in fp32)
+        "ema_decay": None,  # e.g. 0.999; None disables EMA weights
+        "vae_warmup_steps": 0,  # first steps with the flow off (n_leapfrog=0): a cheap warm start
+        "gradient_checkpointing": False,
+        "checkpointing_steps": 200,
+        "checkpoints_total_limit": 3,
+        "sample_steps": 200,
+        "log_steps": 10,
+        "report_to": "csv",  # csv | tensorboard (the CSV log is always written)
+        "num_threads": None,  # torch CPU threads (None: torch's default)
+        "dataloader_workers": 0,
+    },
+}
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message names the key or file."""
+
+
+def _merge(base: dict, update: dict, where: str) -> dict:
+    merged = copy.deepcopy(base)
+    for key, value in update.items():
+        if key not in merged and where != "model":
+            raise ConfigError(f"unknown config key {where + '.' if where else ''}{key}")
+        if isinstance(merged.get(key), dict) and isinstance(value, dict):
+            merged[key] = _merge(merged[key], value, key if not where else f"{where}.{key}")
+        else:
+            merged[key] = value
+    return merged
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse ``section.key=value`` (value read as YAML: numbers, lists, null...)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.key=value, e.g. training.max_steps=100")
+    path, raw = text.split("=", 1)
+    keys = path.lstrip("-").split(".")
+    if len(keys) != 2:
+        raise ConfigError(f"override {text!r}: the key must be section.key (section one of {sorted(DEFAULTS)})")
+    return keys, yaml.safe_load(raw)
+
+
+def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
+    """Load a YAML config (a path, or a name under ``training/configs/``) and apply overrides.
+
+    Args:
+        path: YAML file, config name such as ``"cpu-128"``, or ``None`` for the defaults.
+        overrides: ``section.key=value`` strings, applied in order.
+    """
+    loaded: dict = {}
+    if path is not None:
+        candidate = Path(path)
+        if not candidate.is_file():
+            candidate = CONFIG_DIR / f"{path}.yaml"
+        if not candidate.is_file():
+            available = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
+            raise ConfigError(f"config {path!r} not found (neither a file nor one of: {available})")
+        try:
+            loaded = yaml.safe_load(candidate.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise ConfigError(f"config file {candidate} is not valid YAML: {error}") from error
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {candidate} must hold a mapping of sections, got {type(loaded).__name__}")
+    config = _merge(DEFAULTS, loaded, "")
+    for override in overrides:
+        (section, key), value = parse_override(override)
+        if section not in config:
+            raise ConfigError(f"override {override!r}: unknown section {section!r} (one of {sorted(config)})")
+        if section != "model" and key not in config[section]:
+            raise ConfigError(f"override {override!r}: unknown key {section}.{key}")
+        config[section][key] = value
+    return config

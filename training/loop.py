@@ -1,0 +1,391 @@
+"""The Accelerate training loop shared by the HVAE/VAE trainer, and its bookkeeping (checkpoints, logs, pictures).
+
+Determinism, so that an interrupted-then-resumed run ends with the same weights as an uninterrupted one: the batch
+order of epoch ``e`` is a permutation seeded by ``(seed, e)``, and the noise of step ``s`` on process ``r`` comes from a
+generator seeded by ``(seed, s, r)``; both are recomputed on resume instead of being restored.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import shutil
+import sys
+import time
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Sampler, TensorDataset
+
+from training.data import dataset_to_tensors, load_slice_dataset
+
+EXIT_NON_FINITE = 3
+EXIT_PUSH_FAILED = 4
+
+
+class EpochPermutationSampler(Sampler[int]):
+    """Shuffles with a permutation seeded by ``(seed, epoch)``: the order of any epoch can be recomputed."""
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.size, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.size
+
+
+def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
+    """The noise generator of one optimisation step on one process."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 64 + rank)
+
+
+class TrainingRun(ABC):
+    """What differs between trainers: the model, its loss terms, and its sampling pipeline."""
+
+    kind = "generator"
+
+    def __init__(self, config: dict[str, dict[str, Any]]) -> None:
+        self.config = config
+
+    @abstractmethod
+    def build_model(self) -> torch.nn.Module: ...
+
+    @abstractmethod
+    def loss_terms(self, model, images, masks, generator, step) -> dict[str, torch.Tensor]:
+        """Return at least ``{"loss": scalar}``; the other scalars are logged."""
+
+    @abstractmethod
+    def validation_terms(self, model, images, masks, generator) -> dict[str, float]: ...
+
+    @abstractmethod
+    def pipeline(self, model): ...
+
+
+class CsvLog:
+    """Append-only CSV of logged scalars (flushed each row, so a crash keeps what was logged)."""
+
+    def __init__(self, path: Path, resume_from_step: int) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists() and resume_from_step > 0:
+            kept = [row for row in self.read() if int(row["step"]) <= resume_from_step]
+            self._write_all(kept)
+        elif path.exists():
+            path.unlink()
+
+    def read(self) -> list[dict[str, str]]:
+        if not self.path.exists():
+            return []
+        with open(self.path, newline="") as handle:
+            return list(csv.DictReader(handle))
+
+    def _write_all(self, rows: list[dict[str, Any]]) -> None:
+        temporary = self.path.with_suffix(".tmp")
+        with open(temporary, "w", newline="") as handle:
+            if rows:
+                writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(rows)
+        os.replace(temporary, self.path)
+
+    def append(self, row: dict[str, Any]) -> None:
+        new_file = not self.path.exists() or self.path.stat().st_size == 0
+        with open(self.path, "a", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(row))
+            if new_file:
+                writer.writeheader()
+            writer.writerow(row)
+
+
+def checkpoint_step(path: Path) -> int:
+    return int(path.name.split("-")[-1])
+
+
+def list_checkpoints(output_dir: Path) -> list[Path]:
+    folder = output_dir / "checkpoints"
+    found = [p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    return sorted(found, key=checkpoint_step)
+
+
+def resolve_resume(output_dir: Path, resume: str | None) -> Path | None:
+    """The checkpoint folder to resume from (``"latest"``: the newest under ``output_dir``), or ``None``."""
+    if resume is None:
+        return None
+    if resume == "latest":
+        found = list_checkpoints(output_dir)
+        if not found:
+            print(f"No checkpoint under {output_dir / 'checkpoints'}: starting from scratch.")
+            return None
+        return found[-1]
+    path = Path(resume)
+    if not path.is_dir():
+        raise FileNotFoundError(f"--resume-from-checkpoint {resume}: no such checkpoint folder")
+    return path
+
+
+def resolve_mixed_precision(requested: str) -> str:
+    """Keep fp32 off CUDA: bf16 autocast is ~20x slower on CPUs without bf16 units and fp16 is a no-op there."""
+    if requested not in ("no", "bf16", "fp16"):
+        raise ValueError(f"training.mixed_precision={requested!r}: expected 'no', 'bf16' or 'fp16'")
+    if requested != "no" and not torch.cuda.is_available():
+        print(f"mixed_precision={requested} ignored: no CUDA device; training in fp32 (bf16 autocast is ~20x slower "
+              "on this kind of CPU and fp16 autocast does nothing on CPU).")
+        return "no"
+    return requested
+
+
+def save_sample_grid(pipeline, path: Path, num_samples: int = 16, seed: int = 0) -> None:
+    from hvae_pipeline.visualization import sample_grid
+
+    pipeline.set_progress_bar_config(disable=True)
+    output = pipeline(num_samples=num_samples, generator=torch.Generator().manual_seed(seed), output_type="np")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sample_grid(output.images, output.masks).save(path)
+
+
+def plot_loss_curve(rows: list[dict[str, str]], path: Path) -> None:
+    """Training loss (and validation ELBO when logged) against steps, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not rows:
+        return
+    steps = [int(r["step"]) for r in rows]
+    figure, axis = plt.subplots(figsize=(6, 3.5), dpi=120)
+    axis.plot(steps, [float(r["loss"]) for r in rows], label="training loss (-ELBO)")
+    validation = [(int(r["step"]), -float(r["val_elbo"])) for r in rows if r.get("val_elbo")]
+    if validation:
+        axis.plot(*zip(*validation), "o-", label="validation -ELBO")
+    axis.set_xlabel("step")
+    axis.set_ylabel("nats per slice")
+    axis.set_yscale("log")
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def run_training(run: TrainingRun, resume: str | None, push_to_hub: str | None, stop_after_steps: int | None) -> int:
+    """Train ``run`` as configured; returns a process exit code (0 success, 3 non-finite loss, 4 push failed)."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from diffusers.optimization import get_scheduler
+    from diffusers.training_utils import EMAModel
+    from tqdm.auto import tqdm
+
+    settings = run.config["training"]
+    data_config = run.config["data"]
+    output_dir = Path(settings["output_dir"])
+    if settings["num_threads"]:
+        torch.set_num_threads(int(settings["num_threads"]))
+    accelerator = Accelerator(
+        mixed_precision=resolve_mixed_precision(settings["mixed_precision"]),
+        gradient_accumulation_steps=settings["gradient_accumulation_steps"],
+        log_with="tensorboard" if settings["report_to"] == "tensorboard" else None,
+        project_dir=str(output_dir),
+    )
+    set_seed(settings["seed"])
+    main_process = accelerator.is_main_process
+
+    train_images, train_masks = dataset_to_tensors(load_slice_dataset(data_config, data_config["patients"]))
+    validation = None
+    if data_config["val_patients"]:
+        validation = dataset_to_tensors(load_slice_dataset(data_config, data_config["val_patients"]))
+    if main_process:
+        print(f"Training on {len(train_images)} slices of shape {tuple(train_images.shape[1:])}"
+              + (f"; validating on {len(validation[0])}" if validation else ""))
+
+    model = run.build_model()
+    if settings["gradient_checkpointing"]:
+        model.enable_gradient_checkpointing()
+    model.train()
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad],
+        lr=settings["learning_rate"],
+        betas=tuple(settings["adam_betas"]),
+        weight_decay=settings["weight_decay"],
+    )
+    scheduler = get_scheduler(
+        settings["lr_scheduler"],
+        optimizer,
+        num_warmup_steps=settings["lr_warmup_steps"] * accelerator.num_processes,
+        num_training_steps=settings["max_steps"] * accelerator.num_processes,
+    )
+    sampler = EpochPermutationSampler(len(train_images), settings["seed"])
+    if len(train_images) < settings["batch_size"] * accelerator.num_processes:
+        raise ValueError(f"training.batch_size={settings['batch_size']} x {accelerator.num_processes} processes "
+                         f"exceeds the {len(train_images)} training slices")
+    loader = DataLoader(TensorDataset(train_images, train_masks), batch_size=settings["batch_size"], sampler=sampler,
+                        drop_last=True, num_workers=settings["dataloader_workers"])
+    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    ema = None
+    if settings["ema_decay"]:
+        ema = EMAModel(accelerator.unwrap_model(model).parameters(), decay=settings["ema_decay"])
+        accelerator.register_for_checkpointing(ema)
+
+    resume_path = resolve_resume(output_dir, resume)
+    global_step = 0
+    if resume_path is not None:
+        accelerator.load_state(str(resume_path))
+        global_step = checkpoint_step(resume_path)
+        if main_process:
+            print(f"Resumed from {resume_path} at step {global_step}")
+    log = CsvLog(output_dir / "logs" / "metrics.csv", global_step) if main_process else None
+    if settings["report_to"] == "tensorboard":
+        accelerator.init_trackers(run.kind, config={k: str(v) for k, v in settings.items()})
+
+    accumulation = settings["gradient_accumulation_steps"]
+    batches_per_epoch = len(loader)
+    started_at, steps_this_run = time.time(), 0
+    progress = tqdm(total=settings["max_steps"], initial=global_step, disable=not main_process, desc=run.kind)
+    stop_reason = None
+    while global_step < settings["max_steps"] and stop_reason is None:
+        consumed = global_step * accumulation
+        epoch, skip = divmod(consumed, batches_per_epoch)
+        sampler.set_epoch(epoch)
+        epoch_loader = accelerator.skip_first_batches(loader, skip) if skip else loader
+        micro_step = 0
+        for images, masks in epoch_loader:
+            with accelerator.accumulate(model):
+                generator = step_generator(settings["seed"], global_step * accumulation + micro_step,
+                                           accelerator.process_index)
+                micro_step += 1
+                terms = run.loss_terms(model, images, masks, generator, global_step)
+                finite = accelerator.gather(torch.isfinite(terms["loss"].detach()).float().reshape(1)).min().item()
+                if finite < 1:
+                    stop_reason = "non-finite loss"
+                    break
+                accelerator.backward(terms["loss"])
+                if accelerator.sync_gradients and settings["max_grad_norm"]:
+                    grad_norm = accelerator.clip_grad_norm_(model.parameters(), settings["max_grad_norm"])
+                    if not math.isfinite(float(grad_norm)):
+                        stop_reason = "non-finite gradient"
+                        break
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            if not accelerator.sync_gradients:
+                continue
+            global_step += 1
+            steps_this_run += 1
+            if ema is not None:
+                ema.step(accelerator.unwrap_model(model).parameters())
+            progress.update(1)
+            progress.set_postfix(loss=f"{terms['loss'].item():.1f}")
+            if global_step % settings["log_steps"] == 0 or global_step == settings["max_steps"]:
+                row = {"step": global_step, "lr": scheduler.get_last_lr()[0],
+                       "seconds_per_step": (time.time() - started_at) / steps_this_run}
+                row.update({name: value.item() for name, value in terms.items()})
+                if validation is not None and global_step % settings["sample_steps"] == 0:
+                    row.update(run.validation_terms(model, validation[0][:64], validation[1][:64],
+                                                    step_generator(settings["seed"] + 1, 0, 0)))
+                if main_process:
+                    log.append(row)
+                if settings["report_to"] == "tensorboard":
+                    accelerator.log({k: v for k, v in row.items() if k != "step"}, step=global_step)
+            if global_step % settings["checkpointing_steps"] == 0:
+                save_checkpoint(accelerator, output_dir, global_step, settings["checkpoints_total_limit"])
+            if main_process and global_step % settings["sample_steps"] == 0:
+                save_sample_grid(run.pipeline(accelerator.unwrap_model(model)),
+                                 output_dir / "samples" / f"step-{global_step:06d}.png")
+            if global_step >= settings["max_steps"]:
+                break
+            if stop_after_steps is not None and steps_this_run >= stop_after_steps:
+                save_checkpoint(accelerator, output_dir, global_step, settings["checkpoints_total_limit"])
+                stop_reason = "interrupted"
+                break
+    progress.close()
+
+    if stop_reason in ("non-finite loss", "non-finite gradient"):
+        kept = list_checkpoints(output_dir)
+        where = f"the last good checkpoint is {kept[-1]}" if kept else "no checkpoint was written before it"
+        details = ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
+        print(f"Stopped: {stop_reason} at step {global_step + 1} ({details}); {where}. Resume from it with a lower "
+              "training.learning_rate or training.max_grad_norm.", file=sys.stderr)
+        accelerator.end_training()
+        return EXIT_NON_FINITE
+    if stop_reason == "interrupted":
+        if main_process:
+            print(f"Stopped after {steps_this_run} steps at step {global_step}; resume with "
+                  "--resume-from-checkpoint latest")
+        accelerator.end_training()
+        return 0
+
+    accelerator.wait_for_everyone()
+    exit_code = 0
+    if main_process:
+        final_model = accelerator.unwrap_model(model)
+        if ema is not None:
+            ema.copy_to(final_model.parameters())
+        pipeline_dir = export_pipeline(run, final_model, output_dir, global_step, time.time() - started_at, log.read())
+        print(f"Saved the pipeline to {pipeline_dir}")
+        if push_to_hub:
+            exit_code = push_pipeline(pipeline_dir, push_to_hub)
+    accelerator.end_training()
+    return exit_code
+
+
+def save_checkpoint(accelerator, output_dir: Path, step: int, total_limit: int | None) -> None:
+    """``accelerator.save_state`` into ``checkpoint-<step>``, written under a temporary name then renamed."""
+    final = output_dir / "checkpoints" / f"checkpoint-{step}"
+    staging = output_dir / "checkpoints" / f".checkpoint-{step}.partial"
+    if accelerator.is_main_process:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.parent.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(staging))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(staging, final)
+        if total_limit:
+            for old in list_checkpoints(output_dir)[:-total_limit]:
+                shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+
+
+def export_pipeline(run: TrainingRun, model, output_dir: Path, steps: int, seconds: float, rows: list[dict]) -> Path:
+    """``save_pretrained`` of the whole pipeline plus a model card, a loss curve and a final sample grid."""
+    from training.model_card import write_model_card
+
+    pipeline = run.pipeline(model)
+    final = output_dir / "pipeline"
+    staging = output_dir / ".pipeline.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    pipeline.save_pretrained(staging, safe_serialization=True)
+    save_sample_grid(pipeline, staging / "samples.png")
+    plot_loss_curve(rows, output_dir / "loss_curve.png")
+    write_model_card(staging / "README.md", run, steps, seconds, rows[-1] if rows else {})
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(staging, final)
+    return final
+
+
+def push_pipeline(pipeline_dir: Path, repo_id: str) -> int:
+    """Upload an exported pipeline folder; on failure say why and keep the local export (exit code 4)."""
+    from huggingface_hub import HfApi
+
+    try:
+        api = HfApi()  # token from HF_TOKEN or the standard `hf auth login`; never printed
+        api.create_repo(repo_id, exist_ok=True)
+        api.upload_folder(repo_id=repo_id, folder_path=str(pipeline_dir), commit_message="Upload HVAE pipeline")
+    except Exception as error:  # offline, no token, no rights: all end the same way for the user
+        print(f"Could not push to the Hub repository {repo_id!r} ({error.__class__.__name__}: {error}). The local "
+              f"export in {pipeline_dir} is complete; push it later with `hf upload {repo_id} {pipeline_dir}`.",
+              file=sys.stderr)
+        return EXIT_PUSH_FAILED
+    print(f"Pushed {pipeline_dir} to https://huggingface.co/{repo_id}")
+    return 0

@@ -25,6 +25,11 @@ import torch
 # lets a caller keep, e.g., the likelihood terms of the final decoder pass instead of decoding z_K once more.
 PotentialFn = Callable[[torch.Tensor], tuple[torch.Tensor, Any]]
 
+# A gradient checkpointing function, ``checkpoint_fn(function, *args) == function(*args)``, that frees the activations
+# of ``function`` after the forward pass and recomputes them in backward: diffusers' ``_gradient_checkpointing_func``
+# (non-reentrant ``torch.utils.checkpoint.checkpoint``, which supports the double backward of the exact HVAE).
+CheckpointFn = Callable[..., Any]
+
 
 class FlowOutput(NamedTuple):
     """End state of the flow.
@@ -85,7 +90,7 @@ def temper_momentum(momentum: torch.Tensor, beta_previous: torch.Tensor, beta_ne
 
 
 def potential_and_gradient(
-    potential_fn: PotentialFn, z: torch.Tensor, create_graph: bool
+    potential_fn: PotentialFn, z: torch.Tensor, create_graph: bool, checkpoint_fn: CheckpointFn | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, Any]:
     """Evaluate ``U(z)`` and ``grad_z U(z)`` for the whole batch in one backward call.
 
@@ -97,10 +102,15 @@ def potential_and_gradient(
         z: Latent batch. If it does not require grad (sampling, evaluation), a detached leaf is used.
         create_graph: Keep the graph of the gradient so that a loss can be differentiated *through* it (exact HVAE
             training). ``False`` gives a constant gradient (cheaper, biased training; fine for evaluation).
+        checkpoint_fn: When given, the whole evaluation (potential *and* its first backward) runs under it, so that
+            neither the activations nor the second-order graph of ``grad U`` stay in memory between the forward and
+            the backward pass; both are recomputed in backward. Gradients are unchanged.
 
     Returns:
         ``(U(z), grad U(z), aux)``; ``U(z)`` keeps its graph.
     """
+    if checkpoint_fn is not None:
+        return checkpoint_fn(potential_and_gradient, potential_fn, z, create_graph)
     with torch.enable_grad():
         if not z.requires_grad:
             z = z.detach().requires_grad_(True)
@@ -117,6 +127,7 @@ def leapfrog_step(
     potential_fn: PotentialFn,
     step_size: torch.Tensor | float,
     create_graph: bool = True,
+    checkpoint_fn: CheckpointFn | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, Any]:
     """One leapfrog step of Hamiltonian dynamics with unit mass.
 
@@ -130,13 +141,14 @@ def leapfrog_step(
         potential_fn: ``z -> (U(z), aux)``.
         step_size: ``eps``, a scalar or a tensor broadcastable to one sample (one step size per latent dimension).
         create_graph: See :func:`potential_and_gradient`.
+        checkpoint_fn: See :func:`potential_and_gradient`.
 
     Returns:
         ``(z', rho', U(z'), grad U(z'), aux at z')``.
     """
     momentum_half = momentum - 0.5 * step_size * gradient
     z_next = z + step_size * momentum_half
-    energy_next, gradient_next, aux_next = potential_and_gradient(potential_fn, z_next, create_graph)
+    energy_next, gradient_next, aux_next = potential_and_gradient(potential_fn, z_next, create_graph, checkpoint_fn)
     momentum_next = momentum_half - 0.5 * step_size * gradient_next
     return z_next, momentum_next, energy_next, gradient_next, aux_next
 
@@ -148,6 +160,7 @@ def hamiltonian_flow(
     step_size: torch.Tensor | float,
     betas: torch.Tensor,
     create_graph: bool = True,
+    checkpoint_fn: CheckpointFn | None = None,
 ) -> FlowOutput:
     """Run ``K = len(betas) - 1`` tempered leapfrog steps from ``(z_0, rho_0)``.
 
@@ -158,6 +171,9 @@ def hamiltonian_flow(
         step_size: Leapfrog step size (scalar or per latent dimension).
         betas: Inverse temperatures ``beta_0 .. beta_K`` (see :func:`quadratic_temperature_schedule`).
         create_graph: Keep second-order graphs so the decoder is trained through the flow (exact gradients).
+        checkpoint_fn: Gradient checkpointing of each potential-and-gradient evaluation (see
+            :func:`potential_and_gradient`): peak memory of one evaluation instead of ``K + 1``, for about one more
+            potential forward and first backward per evaluation.
 
     Returns:
         :class:`FlowOutput` at step ``K``. With ``K = 0`` the flow is the identity and ``U(z_0)`` is evaluated
@@ -167,8 +183,10 @@ def hamiltonian_flow(
     if n_leapfrog == 0:
         energy, aux = potential_fn(z)
         return FlowOutput(z, momentum, energy, aux)
-    energy, gradient, aux = potential_and_gradient(potential_fn, z, create_graph)
+    energy, gradient, aux = potential_and_gradient(potential_fn, z, create_graph, checkpoint_fn)
     for k in range(1, n_leapfrog + 1):
-        z, momentum, energy, gradient, aux = leapfrog_step(z, momentum, gradient, potential_fn, step_size, create_graph)
+        z, momentum, energy, gradient, aux = leapfrog_step(
+            z, momentum, gradient, potential_fn, step_size, create_graph, checkpoint_fn
+        )
         momentum = temper_momentum(momentum, betas[k - 1], betas[k])
     return FlowOutput(z, momentum, energy, aux)

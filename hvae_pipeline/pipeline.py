@@ -164,7 +164,10 @@ class HVAEPipeline(DiffusionPipeline):
                         f"only {accepted} of {num_samples} samples had a tumour area >= min_mask_area={min_mask_area} "
                         f"px after {drawn} draws (max_draws={max_draws}); lower `min_mask_area` or raise `max_draws`"
                     )
-                count = min(batch_size, max_draws - drawn)
+                # Without rejection every draw is kept: draw only the missing pairs, not a full batch whose surplus
+                # would be decoded and thrown away.
+                wanted = batch_size if min_mask_area > 0 else num_samples - accepted
+                count = min(batch_size, wanted, max_draws - drawn)
                 latents = self.prior_latents(count, generator, temperature)
                 drawn += count
                 images, masks = self.decode_latents(latents, mask_threshold)

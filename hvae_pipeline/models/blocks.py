@@ -111,12 +111,18 @@ class _CheckpointedSequence(nn.Module):
         self.gradient_checkpointing = False
         self.blocks = nn.ModuleList()
 
-    def run_blocks(self, hidden: torch.Tensor) -> torch.Tensor:
+    def run_blocks(self, hidden: torch.Tensor, checkpoint_blocks: bool = True) -> torch.Tensor:
+        """Run the blocks in order.
+
+        Args:
+            hidden: Input of the first block.
+            checkpoint_blocks: Checkpoint each block when gradient checkpointing is on. ``False`` when the caller
+                already checkpoints the whole computation around this call: nested block checkpoints would then only
+                add recomputation.
+        """
+        checkpointed = checkpoint_blocks and self.gradient_checkpointing and torch.is_grad_enabled()
         for block in self.blocks:
-            if self.gradient_checkpointing and torch.is_grad_enabled():
-                hidden = self._gradient_checkpointing_func(block, hidden)
-            else:
-                hidden = block(hidden)
+            hidden = self._gradient_checkpointing_func(block, hidden) if checkpointed else block(hidden)
         return hidden
 
 
@@ -192,6 +198,7 @@ class Decoder(_CheckpointedSequence):
         self.norm_out = _norm(previous, norm_num_groups)
         self.conv_out = nn.Conv2d(previous, out_channels, kernel_size=3, padding=1)
 
-    def forward(self, latents: torch.Tensor) -> torch.Tensor:
-        hidden = self.run_blocks(self.conv_in(latents))
+    def forward(self, latents: torch.Tensor, checkpoint_blocks: bool = True) -> torch.Tensor:
+        """Decode latents into logit maps; ``checkpoint_blocks``: see :meth:`_CheckpointedSequence.run_blocks`."""
+        hidden = self.run_blocks(self.conv_in(latents), checkpoint_blocks)
         return self.conv_out(F.silu(self.norm_out(hidden)))

@@ -115,6 +115,10 @@ class HVAEModel(ModelMixin, ConfigMixin):
         norm_num_groups: Groups of every GroupNorm.
         flow_gradient: ``"exact"`` differentiates the loss through ``grad U`` (second order, the HVAE as published);
             ``"detached"`` treats ``grad U`` as a constant: cheaper, but a *biased* gradient estimator.
+
+    Gradient checkpointing (``enable_gradient_checkpointing()``) recomputes encoder and decoder blocks in backward and,
+    for the exact flow, each whole evaluation of ``U`` and ``grad U``; gradients are unchanged (see BENCHMARKS.md for
+    what it saves and costs).
     """
 
     _supports_gradient_checkpointing = True
@@ -142,6 +146,9 @@ class HVAEModel(ModelMixin, ConfigMixin):
         flow_gradient: str = "exact",
     ) -> None:
         super().__init__()
+        # Set, with `_gradient_checkpointing_func`, by diffusers' `enable_gradient_checkpointing()`: switches the
+        # checkpointing of the flow's evaluations (the encoder and decoder carry their own switch).
+        self.gradient_checkpointing = False
         _check_config(
             image_channels, mask_channels, sample_size, block_out_channels, attention_levels, layers_per_block,
             latent_channels, n_leapfrog, step_size, max_step_size, beta_zero, learn_beta_zero, image_likelihood,
@@ -231,10 +238,12 @@ class HVAEModel(ModelMixin, ConfigMixin):
 
     # ------------------------------------------------------------------------------------------- likelihood terms
     def _log_likelihoods(
-        self, z: torch.Tensor, images: torch.Tensor, class_ids: torch.Tensor
+        self, z: torch.Tensor, images: torch.Tensor, class_ids: torch.Tensor, checkpoint_blocks: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(log p(x | z), log p(m | z))`` per sample."""
-        decoded = self.decode(z)
+        """``(log p(x | z), log p(m | z))`` per sample; ``checkpoint_blocks``: see :meth:`Decoder.forward`."""
+        logits = self.decoder(z, checkpoint_blocks)
+        image_logits, mask_logits = logits.split([self.config.image_channels, self.config.mask_channels], dim=1)
+        decoded = HVAEDecoderOutput(images=torch.sigmoid(image_logits), mask_logits=mask_logits, image_logits=image_logits)
         if self.config.image_likelihood == "bernoulli":
             image_term = bernoulli_log_likelihood(decoded.image_logits, images)
         else:
@@ -267,11 +276,17 @@ class HVAEModel(ModelMixin, ConfigMixin):
             gamma0 = randn_tensor(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
             momentum0 = gamma0 / torch.sqrt(betas[0])
 
+        # With gradient checkpointing, the exact flow checkpoints each whole potential-and-gradient evaluation: the
+        # second-order graph of grad U holds the decoder activations anyway, so checkpointing decoder blocks alone
+        # would free nothing there. The blocks inside such an evaluation are then not checkpointed a second time.
+        checkpoint_steps = self.gradient_checkpointing and create_graph and betas.shape[0] > 1
+
         def potential(z: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-            image_term, mask_term = self._log_likelihoods(z, images, class_ids)
+            image_term, mask_term = self._log_likelihoods(z, images, class_ids, checkpoint_blocks=not checkpoint_steps)
             return -(image_term + mask_term + standard_normal_log_density(z)), (image_term, mask_term)
 
-        flow = hamiltonian_flow(z0, momentum0, potential, self.leapfrog_step_size(), betas, create_graph)
+        checkpoint_fn = self._gradient_checkpointing_func if checkpoint_steps else None
+        flow = hamiltonian_flow(z0, momentum0, potential, self.leapfrog_step_size(), betas, create_graph, checkpoint_fn)
         return z0, gamma0, flow
 
     # --------------------------------------------------------------------------------------------------- forward

@@ -1,6 +1,6 @@
 """hvae-pipeline: paired medical image + tumour mask generation with a Hamiltonian VAE (diffusers-compatible)."""
 
-from .models import HVAEDecoderOutput, HVAEEncoderOutput, HVAEModel, HVAEOutput
+from .models import HVAEDecoderOutput, HVAEEncoderOutput, HVAEModel, HVAEOutput, LSGANModel
 from .pipeline import HVAEPipeline, HVAEPipelineOutput, SamplingBudgetExceeded
 
 __version__ = "0.1.0"
@@ -10,6 +10,7 @@ __all__ = [
     "HVAEOutput",
     "HVAEEncoderOutput",
     "HVAEDecoderOutput",
+    "LSGANModel",
     "HVAEPipeline",
     "HVAEPipelineOutput",
     "SamplingBudgetExceeded",

@@ -60,3 +60,21 @@ def as_class_ids(masks: torch.Tensor, mask_channels: int, batch_size: int, sampl
         allowed = "{0, 1} (binary mask, mask_channels=1)" if mask_channels == 1 else f"[0, {mask_channels})"
         raise ValueError(f"`masks` values must be in {allowed}, got range [{low:g}, {high:g}]")
     return masks.long()
+
+
+def pair_to_channels(
+    images: torch.Tensor, masks: torch.Tensor, image_channels: int, mask_channels: int, sample_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Check an (image, mask) batch and stack it as channels: the networks' joint input.
+
+    Returns:
+        ``(inputs, class_ids)``: ``inputs`` is ``(B, image_channels + mask_channels, S, S)`` in the images' dtype, the
+        mask as one 0/1 plane (binary) or one-hot planes (multi-class); ``class_ids`` is ``(B, S, S)`` long.
+    """
+    check_images(images, image_channels, sample_size)
+    class_ids = as_class_ids(masks, mask_channels, images.shape[0], sample_size).to(images.device)
+    if mask_channels == 1:
+        mask_planes = class_ids.unsqueeze(1)
+    else:
+        mask_planes = torch.nn.functional.one_hot(class_ids, mask_channels).permute(0, 3, 1, 2)
+    return torch.cat([images, mask_planes.to(images.dtype)], dim=1), class_ids

@@ -1,12 +1,13 @@
 """The Accelerate training loop shared by the HVAE/VAE trainer, and its bookkeeping (checkpoints, logs, pictures).
 
 Determinism, so that an interrupted-then-resumed run ends with the same weights as an uninterrupted one: the batch
-order of epoch ``e`` is a permutation seeded by ``(seed, e)``, and the noise of step ``s`` on process ``r`` comes from a
-generator seeded by ``(seed, s, r)``; both are recomputed on resume instead of being restored.
+order of epoch ``e`` is a permutation seeded by ``(seed, e)``, and the noise of micro-batch ``m`` on process ``r`` comes
+from a generator seeded by ``(seed, m, r)``; both are recomputed on resume instead of being restored.
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
 import math
 import os
@@ -15,12 +16,12 @@ import sys
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
+from training.config import ConfigError, load_config
 from training.data import dataset_to_tensors, load_slice_dataset
 
 EXIT_NON_FINITE = 3
@@ -44,9 +45,9 @@ class EpochPermutationSampler(Sampler[int]):
         return self.size
 
 
-def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
-    """The noise generator of one optimisation step on one process."""
-    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 64 + rank)
+def step_generator(seed: int, micro_batch: int, rank: int) -> torch.Generator:
+    """The noise generator of one micro-batch on one process."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + micro_batch) * 64 + rank)
 
 
 class TrainingRun(ABC):
@@ -56,6 +57,16 @@ class TrainingRun(ABC):
 
     def __init__(self, config: dict[str, dict[str, Any]]) -> None:
         self.config = config
+
+    def model_arguments(self) -> dict[str, Any]:
+        """The config's model arguments, with the slice size, channel count and mask classes taken from the data."""
+        data = self.config["data"]
+        arguments = dict(self.config["model"])
+        arguments.setdefault("sample_size", data["size"])
+        arguments.setdefault("image_channels", len(data["modalities"]))
+        if data["label"] == "multiclass":
+            arguments.setdefault("mask_channels", 4)
+        return arguments
 
     @abstractmethod
     def build_model(self) -> torch.nn.Module: ...
@@ -178,6 +189,24 @@ def plot_loss_curve(rows: list[dict[str, str]], path: Path) -> None:
     plt.close(figure)
 
 
+def command_line(run_class: type[TrainingRun], description: str, argv: Sequence[str] | None = None) -> int:
+    """The shared command line of the training scripts; returns the process exit code."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="cpu-128", help="YAML file or name under training/configs/")
+    parser.add_argument("--resume-from-checkpoint", default=None, help="'latest' or a checkpoint folder")
+    parser.add_argument("--push-to-hub", default=None, metavar="REPO_ID", help="upload the final pipeline")
+    parser.add_argument("--stop-after-steps", type=int, default=None,
+                        help="stop (with a checkpoint) after this many steps of this invocation, as an interruption")
+    parser.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. training.max_steps=100")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config, args.overrides)
+    except ConfigError as error:
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 2
+    return run_training(run_class(config), args.resume_from_checkpoint, args.push_to_hub, args.stop_after_steps)
+
+
 def run_training(run: TrainingRun, resume: str | None, push_to_hub: str | None, stop_after_steps: int | None) -> int:
     """Train ``run`` as configured; returns a process exit code (0 success, 3 non-finite loss, 4 push failed)."""
     from accelerate import Accelerator
@@ -252,17 +281,16 @@ def run_training(run: TrainingRun, resume: str | None, push_to_hub: str | None, 
     started_at, steps_this_run = time.time(), 0
     progress = tqdm(total=settings["max_steps"], initial=global_step, disable=not main_process, desc=run.kind)
     stop_reason = None
+    micro_batch = global_step * accumulation  # micro-batches consumed so far, also after a resume
     while global_step < settings["max_steps"] and stop_reason is None:
-        consumed = global_step * accumulation
-        epoch, skip = divmod(consumed, batches_per_epoch)
-        sampler.set_epoch(epoch)
+        epoch, skip = divmod(micro_batch, batches_per_epoch)
         epoch_loader = accelerator.skip_first_batches(loader, skip) if skip else loader
-        micro_step = 0
+        # Accelerate re-seeds the sampler with its loader's own epoch counter when iteration starts: set that counter.
+        epoch_loader.set_epoch(epoch)
         for images, masks in epoch_loader:
             with accelerator.accumulate(model):
-                generator = step_generator(settings["seed"], global_step * accumulation + micro_step,
-                                           accelerator.process_index)
-                micro_step += 1
+                generator = step_generator(settings["seed"], micro_batch, accelerator.process_index)
+                micro_batch += 1
                 terms = run.loss_terms(model, images, masks, generator, global_step)
                 finite = accelerator.gather(torch.isfinite(terms["loss"].detach()).float().reshape(1)).min().item()
                 if finite < 1:
@@ -325,6 +353,7 @@ def run_training(run: TrainingRun, resume: str | None, push_to_hub: str | None, 
         return 0
 
     accelerator.wait_for_everyone()
+    check_replicas_agree(accelerator, model)
     exit_code = 0
     if main_process:
         final_model = accelerator.unwrap_model(model)
@@ -336,6 +365,19 @@ def run_training(run: TrainingRun, resume: str | None, push_to_hub: str | None, 
             exit_code = push_pipeline(pipeline_dir, push_to_hub)
     accelerator.end_training()
     return exit_code
+
+
+def check_replicas_agree(accelerator, model) -> None:
+    """Fail loudly if data-parallel replicas ended with different weights (a silent desynchronisation)."""
+    if accelerator.num_processes == 1:
+        return
+    parameters = list(accelerator.unwrap_model(model).parameters())
+    fingerprint = torch.stack([p.detach().double().sum() for p in parameters] + [p.detach().double().abs().sum() for p in parameters])
+    every_rank = accelerator.gather(fingerprint.to(accelerator.device).unsqueeze(0))
+    if not torch.equal(every_rank.min(dim=0).values, every_rank.max(dim=0).values):
+        raise RuntimeError("data-parallel replicas ended with different weights: gradient synchronisation failed")
+    if accelerator.is_main_process:
+        print(f"Replicas agree: identical weights on all {accelerator.num_processes} processes")
 
 
 def save_checkpoint(accelerator, output_dir: Path, step: int, total_limit: int | None) -> None:

@@ -14,7 +14,6 @@ from typing import Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from diffusers import ModelMixin
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
@@ -29,7 +28,7 @@ from ..hamiltonian import (
     standard_normal_log_density,
 )
 from ..likelihoods import bernoulli_log_likelihood, categorical_log_likelihood, gaussian_log_likelihood
-from ..validation import as_class_ids, check_images
+from ..validation import pair_to_channels
 from .blocks import Decoder, Encoder
 
 IMAGE_LIKELIHOODS = ("bernoulli", "gaussian")
@@ -87,6 +86,12 @@ class HVAEOutput(BaseOutput):
     kl: torch.Tensor
     flow_gain: torch.Tensor
     z: torch.Tensor
+
+
+def split_decoder_logits(logits: torch.Tensor, image_channels: int) -> HVAEDecoderOutput:
+    """Split joint decoder logits into images (sigmoid, in ``[0, 1]``) and mask logits."""
+    image_logits, mask_logits = logits[:, :image_channels], logits[:, image_channels:]
+    return HVAEDecoderOutput(images=torch.sigmoid(image_logits), mask_logits=mask_logits, image_logits=image_logits)
 
 
 class HVAEModel(ModelMixin, ConfigMixin):
@@ -198,14 +203,10 @@ class HVAEModel(ModelMixin, ConfigMixin):
     def _encoder_inputs(self, images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Validate inputs; return the encoder's input ``(B, image_channels + mask_channels, H, W)`` and class ids."""
         config = self.config
-        check_images(images, config.image_channels, config.sample_size)
-        class_ids = as_class_ids(masks, config.mask_channels, images.shape[0], config.sample_size).to(images.device)
-        if config.mask_channels == 1:
-            mask_planes = class_ids.unsqueeze(1)
-        else:
-            mask_planes = F.one_hot(class_ids, config.mask_channels).permute(0, 3, 1, 2)
-        inputs = torch.cat([images, mask_planes.to(images.dtype)], dim=1).to(self.dtype)
-        return inputs, class_ids
+        inputs, class_ids = pair_to_channels(
+            images, masks, config.image_channels, config.mask_channels, config.sample_size
+        )
+        return inputs.to(self.dtype), class_ids
 
     def encode(self, images: torch.Tensor, masks: torch.Tensor, return_dict: bool = True) -> HVAEEncoderOutput | tuple:
         """Encode (image, mask) pairs into the diagonal Gaussian posterior ``q(z | x, m)``.
@@ -229,21 +230,15 @@ class HVAEModel(ModelMixin, ConfigMixin):
         """
         if z.ndim != 4 or tuple(z.shape[1:]) != self.latent_shape:
             raise ValueError(f"`z` must have shape (B, {', '.join(map(str, self.latent_shape))}), got {tuple(z.shape)}")
-        logits = self.decoder(z.to(self.dtype))
-        image_logits, mask_logits = logits.split([self.config.image_channels, self.config.mask_channels], dim=1)
-        images = torch.sigmoid(image_logits)
-        if not return_dict:
-            return images, mask_logits, image_logits
-        return HVAEDecoderOutput(images=images, mask_logits=mask_logits, image_logits=image_logits)
+        output = split_decoder_logits(self.decoder(z.to(self.dtype)), self.config.image_channels)
+        return output if return_dict else output.to_tuple()
 
     # ------------------------------------------------------------------------------------------- likelihood terms
     def _log_likelihoods(
         self, z: torch.Tensor, images: torch.Tensor, class_ids: torch.Tensor, checkpoint_blocks: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(log p(x | z), log p(m | z))`` per sample; ``checkpoint_blocks``: see :meth:`Decoder.forward`."""
-        logits = self.decoder(z, checkpoint_blocks)
-        image_logits, mask_logits = logits.split([self.config.image_channels, self.config.mask_channels], dim=1)
-        decoded = HVAEDecoderOutput(images=torch.sigmoid(image_logits), mask_logits=mask_logits, image_logits=image_logits)
+        decoded = split_decoder_logits(self.decoder(z, checkpoint_blocks), self.config.image_channels)
         if self.config.image_likelihood == "bernoulli":
             image_term = bernoulli_log_likelihood(decoded.image_logits, images)
         else:

@@ -1,0 +1,191 @@
+"""Training scripts on synthetic phantoms: loss goes down, resume is exact, DDP replicas agree, exports reload."""
+
+from __future__ import annotations
+
+import csv
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from hvae_pipeline import HVAEPipeline
+from hvae_pipeline.models.lsgan import LSGANModel
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPOSITORY))
+
+from training import train_hvae, train_lsgan  # noqa: E402
+from training.config import ConfigError, load_config  # noqa: E402
+from training.loop import EXIT_NON_FINITE, EXIT_PUSH_FAILED, run_training  # noqa: E402
+
+# 16 x 16 phantoms and a two-level network: each step takes a few milliseconds.
+TINY = ["model.sample_size=16", "data.size=16", "data.num_phantom_slices=48", "training.batch_size=8",
+        "training.log_steps=1", "training.sample_steps=1000", "training.num_threads=1"]
+
+
+def metrics(output_dir: Path) -> list[dict[str, str]]:
+    with open(output_dir / "logs" / "metrics.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+def weights(output_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(output_dir / "pipeline" / "model" / "diffusion_pytorch_model.safetensors")
+
+
+def test_hvae_loss_goes_down_and_export_reloads(tmp_path):
+    out = tmp_path / "run"
+    code = train_hvae.main(["--config", "phantom-tiny", *TINY, f"training.output_dir={out}", "training.max_steps=40",
+                            "training.checkpointing_steps=20", "training.vae_warmup_steps=10"])
+    assert code == 0
+    rows = metrics(out)
+    assert len(rows) == 40
+    first, last = [float(r["loss"]) for r in rows[:5]], [float(r["loss"]) for r in rows[-5:]]
+    assert sum(last) / 5 < 0.8 * sum(first) / 5
+    assert all(float(r["flow_gain"]) == 0.0 for r in rows[:10])  # warm start: the VAE bound, flow off
+    assert any(float(r["flow_gain"]) != 0.0 for r in rows[10:])
+    pipeline = HVAEPipeline.from_pretrained(out / "pipeline")
+    pipeline.set_progress_bar_config(disable=True)
+    samples = pipeline(num_samples=3, generator=torch.Generator().manual_seed(0), output_type="np")
+    assert samples.images.shape == (3, 16, 16, 1)
+    card = (out / "pipeline" / "README.md").read_text()
+    assert "license: cc0" not in card.lower()  # licence is rendered from the data section, not a fixed value
+    assert "CC0 (synthetic)" in card and "| steps | 40 |" in card and "K = 3 leapfrog steps" in card
+    assert (out / "pipeline" / "samples.png").is_file() and (out / "loss_curve.png").is_file()
+    assert [p.name for p in (out / "checkpoints").iterdir()] and not list((out / "checkpoints").glob(".*"))
+
+
+def test_interrupted_then_resumed_run_ends_with_the_same_weights(tmp_path):
+    common = ["--config", "phantom-tiny", *TINY, "training.max_steps=14", "training.checkpointing_steps=100"]
+    assert train_hvae.main([*common, f"training.output_dir={tmp_path / 'straight'}"]) == 0
+    interrupted = tmp_path / "interrupted"
+    assert train_hvae.main([*common, f"training.output_dir={interrupted}", "--stop-after-steps", "5"]) == 0
+    assert not (interrupted / "pipeline").exists()
+    assert (interrupted / "checkpoints" / "checkpoint-5").is_dir()
+    assert train_hvae.main([*common, f"training.output_dir={interrupted}", "--resume-from-checkpoint", "latest"]) == 0
+    straight, resumed = weights(tmp_path / "straight"), weights(interrupted)
+    assert straight.keys() == resumed.keys()
+    for name in straight:
+        assert torch.equal(straight[name], resumed[name]), name
+    assert [r["loss"] for r in metrics(tmp_path / "straight")] == [r["loss"] for r in metrics(interrupted)]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_process_ddp_replicas_end_identical(tmp_path):
+    accelerate = Path(sys.executable).with_name("accelerate")
+    out = tmp_path / "ddp"
+    command = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+               "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+               str(REPOSITORY / "training" / "train_hvae.py"), "--config", "phantom-tiny", *TINY,
+               f"training.output_dir={out}", "training.max_steps=4", "training.batch_size=4",
+               "training.num_threads=1"]
+    environment = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+    log = tmp_path / "ddp.log"
+    with open(log, "w") as handle:  # a file, not a pipe: no wait on pipes held open by the launcher's workers
+        result = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, timeout=600, env=environment,
+                                cwd=tmp_path)
+    output = log.read_text()
+    assert result.returncode == 0, output[-3000:]
+    assert "Replicas agree: identical weights on all 2 processes" in output
+    assert len(metrics(out)) == 4 and (out / "pipeline" / "model_index.json").is_file()
+
+
+def test_lsgan_trains_and_samples_through_the_same_pipeline(tmp_path):
+    out = tmp_path / "lsgan"
+    code = train_lsgan.main(["--config", "lsgan-phantom-tiny", *TINY, f"training.output_dir={out}",
+                             "training.max_steps=6"])
+    assert code == 0
+    rows = metrics(out)
+    assert {"generator_loss", "discriminator_loss", "real_score", "fake_score"} <= rows[0].keys()
+    pipeline = HVAEPipeline.from_pretrained(out / "pipeline")
+    pipeline.set_progress_bar_config(disable=True)
+    assert isinstance(pipeline.model, LSGANModel)
+    samples = pipeline(num_samples=4, generator=torch.Generator().manual_seed(0), output_type="np")
+    assert samples.images.shape == (4, 16, 16, 1) and set(samples.masks.ravel().tolist()) <= {0, 1}
+
+
+def test_lsgan_losses_reach_only_their_own_network():
+    torch.manual_seed(0)
+    model = LSGANModel(sample_size=16, block_out_channels=(8, 16), attention_levels=(False, True),
+                       num_attention_heads=2, attention_head_dim=4, norm_num_groups=4, discriminator_channels=(8, 16))
+    images, masks = torch.rand(4, 1, 16, 16), (torch.rand(4, 16, 16) > 0.7).long()
+    output = model(images, masks, generator=torch.Generator().manual_seed(0))
+    generator_params = list(model.generator.parameters())
+    discriminator_params = list(model.discriminator.parameters())
+    from_generator_loss = torch.autograd.grad(output.generator_loss, discriminator_params, retain_graph=True,
+                                              allow_unused=True)
+    assert all(g is None or g.abs().sum() == 0 for g in from_generator_loss)
+    from_discriminator_loss = torch.autograd.grad(output.discriminator_loss, generator_params, retain_graph=True,
+                                                  allow_unused=True)
+    assert all(g is None or g.abs().sum() == 0 for g in from_discriminator_loss)
+    assert all(g is not None for g in torch.autograd.grad(output.generator_loss, generator_params, retain_graph=True))
+
+
+class ExplodingRun(train_hvae.HVAERun):
+    """Returns a NaN loss from step 7 on, as a diverging run would."""
+
+    def loss_terms(self, model, images, masks, generator, step):
+        terms = super().loss_terms(model, images, masks, generator, step)
+        if step >= 7:
+            terms["loss"] = terms["loss"] * float("nan")
+        return terms
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
+    config = load_config("phantom-tiny", [*TINY, f"training.output_dir={tmp_path}", "training.max_steps=20",
+                                          "training.checkpointing_steps=5"])
+    assert run_training(ExplodingRun(config), None, None, None) == EXIT_NON_FINITE
+    message = capsys.readouterr().err
+    assert "non-finite loss at step 8" in message and "checkpoint-5" in message
+    assert (tmp_path / "checkpoints" / "checkpoint-5").is_dir()
+    assert not (tmp_path / "pipeline").exists()
+
+
+def test_push_to_hub_offline_keeps_the_local_export(tmp_path, monkeypatch, capsys):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_TOKEN", "hf_secret_value_never_printed")
+    code = train_hvae.main(["--config", "phantom-tiny", *TINY, f"training.output_dir={tmp_path}",
+                            "training.max_steps=2", "--push-to-hub", "nobody/hvae-test"])
+    assert code == EXIT_PUSH_FAILED
+    captured = capsys.readouterr()
+    assert "Could not push to the Hub repository 'nobody/hvae-test'" in captured.err
+    assert "hf_secret_value_never_printed" not in captured.out + captured.err
+    reloaded = HVAEPipeline.from_pretrained(tmp_path / "pipeline")
+    assert reloaded.model.config.sample_size == 16
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["training.max_stepz=3"], "unknown key training.max_stepz"),
+        (["training.max_steps"], "must look like section.key=value"),
+        (["optimiser.lr=3"], "unknown section 'optimiser'"),
+        (["--config", "no-such-config"], "config 'no-such-config' not found"),
+    ],
+)
+def test_bad_configuration_is_reported(arguments, message, capsys):
+    if arguments[0] != "--config":
+        arguments = ["--config", "phantom-tiny", *arguments]
+    assert train_hvae.main(arguments) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_config_overrides_parse_yaml_values():
+    config = load_config("cpu-128", ["training.adam_betas=[0.5, 0.9]", "training.ema_decay=null", "model.n_leapfrog=0"])
+    assert config["training"]["adam_betas"] == [0.5, 0.9]
+    assert config["training"]["ema_decay"] is None and config["model"]["n_leapfrog"] == 0
+    with pytest.raises(ConfigError):
+        load_config("cpu-128", ["data.no_such_key=1"])

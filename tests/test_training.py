@@ -40,10 +40,14 @@ def weights(output_dir: Path) -> dict[str, torch.Tensor]:
 def test_hvae_loss_goes_down_and_export_reloads(tmp_path):
     out = tmp_path / "run"
     code = train_hvae.main(["--config", "phantom-tiny", *TINY, f"training.output_dir={out}", "training.max_steps=40",
-                            "training.checkpointing_steps=20", "training.vae_warmup_steps=10"])
+                            "training.checkpointing_steps=20", "training.vae_warmup_steps=10",
+                            "training.sample_steps=20", "data.val_patients=[phantom-000]"])
     assert code == 0
     rows = metrics(out)
     assert len(rows) == 40
+    # Validation every sample_steps: the column appears with the first score, earlier rows keep it empty.
+    assert rows[0]["val_elbo"] == "" and float(rows[19]["val_elbo"]) < 0 and rows[39]["val_elbo"] != ""
+    assert (out / "samples" / "step-000020.png").is_file()
     first, last = [float(r["loss"]) for r in rows[:5]], [float(r["loss"]) for r in rows[-5:]]
     assert sum(last) / 5 < 0.8 * sum(first) / 5
     assert all(float(r["flow_gain"]) == 0.0 for r in rows[:10])  # warm start: the VAE bound, flow off

@@ -101,21 +101,22 @@ class CsvLog:
             return list(csv.DictReader(handle))
 
     def _write_all(self, rows: list[dict[str, Any]]) -> None:
+        fieldnames = list(dict.fromkeys(key for row in rows for key in row))
         temporary = self.path.with_suffix(".tmp")
         with open(temporary, "w", newline="") as handle:
-            if rows:
-                writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-                writer.writeheader()
-                writer.writerows(rows)
+            writer = csv.DictWriter(handle, fieldnames=fieldnames, restval="")
+            writer.writeheader()
+            writer.writerows(rows)
         os.replace(temporary, self.path)
 
     def append(self, row: dict[str, Any]) -> None:
-        new_file = not self.path.exists() or self.path.stat().st_size == 0
-        with open(self.path, "a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(row))
-            if new_file:
-                writer.writeheader()
-            writer.writerow(row)
+        """Append a row; a row with a new column (e.g. the first validation score) rewrites the header."""
+        header = self.read()[0].keys() if self.path.exists() and self.path.stat().st_size else None
+        if header is not None and set(row) <= set(header):
+            with open(self.path, "a", newline="") as handle:
+                csv.DictWriter(handle, fieldnames=list(header), restval="").writerow(row)
+        else:
+            self._write_all([*self.read(), row])
 
 
 def checkpoint_step(path: Path) -> int:

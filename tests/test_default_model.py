@@ -1,0 +1,46 @@
+"""The bundled default model: loads offline from the package and samples plausible (image, tumour mask) pairs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from hvae_pipeline import HVAEModel
+from hvae_pipeline.defaults import BUNDLED_CHECKPOINT, has_bundled_checkpoint, load_pipeline
+
+pytestmark = pytest.mark.skipif(not has_bundled_checkpoint(), reason="no default model is bundled in this checkout")
+
+
+def test_bundled_model_loads_offline_and_samples_plausible_pairs(monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    pipeline, description = load_pipeline(None)
+    assert "bundled default model" in description
+    assert isinstance(pipeline.model, HVAEModel) and pipeline.model.config.sample_size == 128
+    pipeline.set_progress_bar_config(disable=True)
+    samples = pipeline(num_samples=32, generator=torch.Generator().manual_seed(0), output_type="np")
+    assert samples.images.shape == (32, 128, 128, 1)
+    # A brain slice fills a good part of the field of view; the background is dark.
+    foreground = (samples.images[..., 0] > 0.1).mean(axis=(1, 2))
+    assert np.median(foreground) > 0.15
+    assert np.median(samples.images[:, :8, :8, 0]) < 0.05
+    # Tumours: most samples have one, and none covers most of the slice (real slices: 1 to ~2500 px).
+    areas = samples.tumour_areas
+    assert np.mean(areas > 0) > 0.5
+    assert areas.max() < 0.3 * 128 * 128
+    selected = pipeline(num_samples=4, generator=torch.Generator().manual_seed(1), min_mask_area=200, output_type="np")
+    assert np.all(selected.tumour_areas >= 200)
+
+
+def test_bundled_model_card_names_data_licence_and_attribution():
+    card = (BUNDLED_CHECKPOINT / "README.md").read_text()
+    assert "CC BY-SA 4.0" in card and "Medical Segmentation Decathlon" in card and "Menze" in card
+    index = json.loads((BUNDLED_CHECKPOINT / "model_index.json").read_text())
+    assert index["model"] == ["hvae_pipeline.models.hvae", "HVAEModel"]
+    weights = BUNDLED_CHECKPOINT / "model" / "diffusion_pytorch_model.safetensors"
+    assert weights.stat().st_size < 20 * 1024 * 1024

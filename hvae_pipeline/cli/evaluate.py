@@ -1,0 +1,163 @@
+"""``hvae-evaluate``: compare generators by downstream segmentation (augmentation) and by image quality.
+
+Downstream augmentation (paper protocol: U-Net, Dice loss, RMSprop 1e-4, batch 32, 40 epochs, 5 seeds)::
+
+    hvae-evaluate augmentation --generator HVAE=runs/cpu-128/pipeline --generator VAE=runs/vae/pipeline \\
+        --data brats --root ../shared/data/brats-msd-flair \\
+        --image-glob "images/{case}_Tumor.nii.gz" --label-glob "labels/{case}_Seg.nii.gz" \\
+        --train-patients BRATS_001 BRATS_002 ... --test-patients BRATS_036 BRATS_050 ... --out results/brats
+
+Image quality (PSNR/SSIM/FID/MS-SSIM/JSD)::
+
+    hvae-evaluate image-quality --generator HVAE=... --data brats ... --test-patients ... --out results/brats
+
+Both commands resume: finished runs recorded in ``OUT/runs/`` are not redone, and the reports are rebuilt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+PROGRAM = "hvae-evaluate"
+
+
+def _add_data_arguments(parser: argparse.ArgumentParser, train_required: bool) -> None:
+    group = parser.add_argument_group("real data")
+    group.add_argument("--data", choices=("brats", "hecktor", "phantom"), required=True,
+                       help="kind of real data (phantom: SYNTHETIC ellipse slices, for tests)")
+    group.add_argument("--root", default=None, help="dataset folder (brats, hecktor)")
+    group.add_argument("--image-glob", default=None, help='BraTS image pattern, e.g. "images/{case}_Tumor.nii.gz"')
+    group.add_argument("--label-glob", default=None, help='BraTS label pattern, e.g. "labels/{case}_Seg.nii.gz"')
+    group.add_argument("--modalities", nargs="+", default=None, help="image channels (default: flair / pt)")
+    group.add_argument("--label", default=None, help="target label (default: whole_tumor / gtvp)")
+    group.add_argument("--train-patients", nargs="+", default=[], required=train_required,
+                       help="patients whose slices train the U-Net" + ("" if train_required else
+                                                                         " (only checked against the test patients)"))
+    group.add_argument("--test-patients", nargs="+", required=True, help="held-out patients scored on")
+    group.add_argument("--size", type=int, default=128, help="slice side in px, = the generators' size (128)")
+    group.add_argument("--depth", type=int, default=64, help="axial slices per resampled volume (64)")
+    group.add_argument("--min-tumour-area", type=int, default=1, help="keep real slices with >= this many px (1)")
+    group.add_argument("--num-phantom-slices", type=int, default=128, help="phantom slices (16 per patient)")
+    group.add_argument("--note", default="", help='label shown on the reports, e.g. "SYNTHETIC HECKTOR-layout data"')
+
+
+def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--generator", action="append", default=[], metavar="NAME=PATH",
+                        help="a generator: saved pipeline folder (HVAE, VAE or LSGAN) or 'bundled'; repeatable")
+    parser.add_argument("--out", type=Path, required=True, help="output folder (reused to resume)")
+    sampling = parser.add_argument_group("synthetic sampling (paper: threshold 0.5, mask area > 200 px)")
+    sampling.add_argument("--min-mask-area", type=int, default=201,
+                          help="keep samples whose mask has >= this many px (201 = the paper's > 200 px)")
+    sampling.add_argument("--mask-threshold", type=float, default=0.5, help="mask probability threshold (0.5)")
+    sampling.add_argument("--sampling-batch-size", type=int, default=32, help="latents decoded per pass (32)")
+    parser.add_argument("--num-threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROGRAM, description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    augmentation = commands.add_parser(
+        "augmentation", help="U-Net DSC vs number of synthetic pairs per generator",
+        description="Train a U-Net on the real train slices + N synthetic pairs per generator, N x seeds, and "
+                    "score DSC on the test patients. Writes OUT/augmentation.{json,md,png}.")
+    _add_common_arguments(augmentation)
+    _add_data_arguments(augmentation, train_required=True)
+    grid = augmentation.add_argument_group("experiment grid and U-Net (defaults: the paper's protocol)")
+    grid.add_argument("--counts", type=int, nargs="+", default=[0, 100, 300, 500, 1000, 2000],
+                      help="numbers N of synthetic pairs added (0 100 300 500 1000 2000)")
+    grid.add_argument("--num-seeds", type=int, default=5, help="runs per (generator, N): seeds 0 .. R-1 (5)")
+    grid.add_argument("--epochs", type=int, default=40, help="U-Net epochs (40)")
+    grid.add_argument("--batch-size", type=int, default=32, help="U-Net batch size (32)")
+    grid.add_argument("--learning-rate", type=float, default=1e-4, help="RMSprop learning rate (1e-4)")
+    grid.add_argument("--unet-channels", type=int, nargs="+", default=[16, 32, 64, 128, 256],
+                      help="U-Net channels per level (16 32 64 128 256)")
+    grid.add_argument("--unet-res-units", type=int, default=2, help="residual units per U-Net block (2)")
+    grid.add_argument("--device", default="cpu", help="device the U-Nets train on, e.g. cuda (sampling stays on CPU)")
+
+    quality = commands.add_parser(
+        "image-quality", help="PSNR/SSIM/FID/MS-SSIM/tumour-area JSD per generator",
+        description="Score K samples per generator against the real test slices. Writes OUT/image_quality.{json,md}.")
+    _add_common_arguments(quality)
+    _add_data_arguments(quality, train_required=False)
+    metrics = quality.add_argument_group("metrics")
+    metrics.add_argument("--num-samples", type=int, default=1000, help="samples K per generator (1000)")
+    metrics.add_argument("--seed", type=int, default=0, help="sampling and pairing seed (0)")
+    metrics.add_argument("--no-fid", action="store_true", help="skip FID (Inception-v3 is slow on CPU)")
+    metrics.add_argument("--diversity-pairs", type=int, default=1000, help="MS-SSIM diversity pairs (1000)")
+    metrics.add_argument("--area-bin-width", type=int, default=25, help="tumour-area bin width, px (25)")
+    metrics.add_argument("--area-bins-start", type=int, default=200, help="first tumour-area bin edge, px (200)")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..evaluation import (AugmentationGrid, ImageQualitySettings, RealDataSpec, SamplingSettings, UNetSettings,
+                              load_real_split, parse_generator, run_augmentation, run_image_quality)
+
+    if args.num_threads is not None:
+        if args.num_threads < 1:
+            raise ValueError(f"--num-threads must be >= 1, got {args.num_threads}")
+        torch.set_num_threads(args.num_threads)
+    generators = [parse_generator(text) for text in args.generator]
+    sampling = SamplingSettings(args.min_mask_area, args.mask_threshold, args.sampling_batch_size)
+    spec = RealDataSpec(
+        kind=args.data, train_patients=tuple(args.train_patients), test_patients=tuple(args.test_patients),
+        root=args.root, image_glob=args.image_glob, label_glob=args.label_glob,
+        modalities=tuple(args.modalities) if args.modalities else None, label=args.label, size=args.size,
+        depth=args.depth, min_tumour_area=args.min_tumour_area, num_phantom_slices=args.num_phantom_slices,
+        note=args.note,
+    )
+    progress = not args.no_progress
+    if not progress:
+        from diffusers.utils import logging as diffusers_logging
+
+        diffusers_logging.disable_progress_bar()  # the "Loading pipeline components" bars
+    if args.command == "augmentation":
+        if args.num_seeds < 1:
+            raise ValueError(f"--num-seeds must be >= 1, got {args.num_seeds}")
+        grid = AugmentationGrid(tuple(generators), tuple(args.counts), tuple(range(args.num_seeds)))
+        unet = UNetSettings(tuple(args.unet_channels), args.unet_res_units, args.epochs, args.batch_size,
+                            args.learning_rate)
+        real = load_real_split(spec)
+        print(f"Real data: {real.description}")
+        outcome = run_augmentation(real, spec, grid, args.out, unet, sampling, progress, args.device)
+        print(f"{outcome.trained_runs} U-Net runs trained, {outcome.skipped_runs} already finished (skipped)")
+        print((args.out / "augmentation.md").read_text())
+    else:
+        settings = ImageQualitySettings(args.num_samples, args.seed, not args.no_fid, args.diversity_pairs,
+                                        args.area_bin_width, args.area_bins_start)
+        real = load_real_split(spec)
+        print(f"Real data: {real.description}")
+        outcome = run_image_quality(real, spec, generators, args.out, settings, sampling, progress)
+        print(f"{outcome.scored_generators} generators scored, {outcome.skipped_generators} already finished (skipped)")
+        print((args.out / "image_quality.md").read_text())
+    print(f"Reports: {', '.join(str(path) for path in outcome.files.values())}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``hvae-evaluate``; returns the exit status (2 on bad arguments or data, 1 when sampling fails)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from ..data import DataFormatError, MissingDataError
+    from ..pipeline import SamplingBudgetExceeded
+
+    try:
+        return _run(args)
+    except (ValueError, MissingDataError, DataFormatError, ImportError, OSError) as error:
+        print(f"{PROGRAM} {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except SamplingBudgetExceeded as error:
+        print(f"{PROGRAM} {args.command}: error: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,235 @@
+"""The downstream-augmentation experiment: DSC of a U-Net trained on real slices plus N synthetic pairs.
+
+For every generator, every N in ``counts`` and every seed, a U-Net is trained from scratch on the real train
+slices plus the first N synthetic pairs of that (generator, seed) and scored on the test patients' slices. N = 0
+(real slices only) does not depend on the generator: it runs once per seed, as ``real-only``, and is the N = 0
+point of every generator. Finished runs are stored as records (:mod:`.records`) and skipped when the experiment is
+run again; the summary is rebuilt from the records of the current grid.
+
+Output folder layout::
+
+    OUT/runs/augmentation__<generator>__n<N>__seed<s>.json   one record per finished run
+    OUT/synthetic/<generator>/seed<s>-<key>.npz              cached synthetic pairs (see .synthetic)
+    OUT/augmentation.json, OUT/augmentation.md, OUT/augmentation.png   summary, table, plot
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .generators import REAL_ONLY, GeneratorSpec, check_distinct_names, check_image_shape
+from .real_data import RealDataSpec, RealSplit
+from .records import RecordStore, write_json_atomically, write_text_atomically
+from .reporting import augmentation_markdown, plot_augmentation
+from .segmentation import UNetSettings, check_image_side, slice_dice, train_segmenter
+from .synthetic import SamplingSettings, SyntheticPairs
+
+DEFAULT_COUNTS = (0, 100, 300, 500, 1000, 2000)
+DEFAULT_NUM_SEEDS = 5
+
+
+@dataclass(frozen=True)
+class AugmentationGrid:
+    """Which runs make up the experiment.
+
+    Args:
+        generators: the generators compared (may be empty when ``counts`` is ``(0,)``).
+        counts: numbers N of synthetic pairs added to the real train slices, distinct, >= 0.
+        seeds: run seeds (U-Net initialisation, shuffling order and which synthetic pairs are drawn).
+    """
+
+    generators: tuple[GeneratorSpec, ...]
+    counts: tuple[int, ...] = DEFAULT_COUNTS
+    seeds: tuple[int, ...] = tuple(range(DEFAULT_NUM_SEEDS))
+
+    def __post_init__(self) -> None:
+        if not self.counts:
+            raise ValueError("the list of synthetic counts N is empty; give at least one (e.g. 0 100 500)")
+        negative = [n for n in self.counts if n < 0]
+        if negative:
+            raise ValueError(f"synthetic counts N must be >= 0, got {negative}")
+        if len(set(self.counts)) != len(self.counts):
+            raise ValueError(f"synthetic counts N are repeated: {list(self.counts)}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"need at least one seed and no repeated seed, got {list(self.seeds)}")
+        if max(self.counts) > 0 and not self.generators:
+            raise ValueError("synthetic counts N > 0 need at least one generator (--generator NAME=PATH)")
+        check_distinct_names(list(self.generators))
+
+    @property
+    def sorted_counts(self) -> tuple[int, ...]:
+        """The counts in increasing order."""
+        return tuple(sorted(self.counts))
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One U-Net training: ``generator`` is ``REAL_ONLY`` for N = 0."""
+
+    generator: str
+    count: int
+    seed: int
+
+    @property
+    def key(self) -> str:
+        """Record name of the run."""
+        return f"augmentation__{self.generator}__n{self.count}__seed{self.seed}"
+
+
+@dataclass
+class AugmentationOutcome:
+    """What :func:`run_augmentation` did: the summary it wrote, and how many runs it trained or found finished."""
+
+    summary: dict[str, Any]
+    trained_runs: int
+    skipped_runs: int
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+def plan_runs(grid: AugmentationGrid) -> list[PlannedRun]:
+    """Every run of the grid: the real-only runs first, then per generator and seed, N increasing.
+
+    Runs of one (generator, seed) follow each other so its synthetic pairs are drawn once, for the largest N.
+    """
+    runs = [PlannedRun(REAL_ONLY, 0, seed) for seed in grid.seeds if 0 in grid.counts]
+    for generator in grid.generators:
+        for seed in grid.seeds:
+            runs += [PlannedRun(generator.name, count, seed) for count in grid.sorted_counts if count > 0]
+    return runs
+
+
+def run_augmentation(
+    real: RealSplit,
+    data_spec: RealDataSpec,
+    grid: AugmentationGrid,
+    out_dir: Path,
+    unet: UNetSettings = UNetSettings(),
+    sampling: SamplingSettings = SamplingSettings(),
+    progress: bool = True,
+    device: str = "cpu",
+) -> AugmentationOutcome:
+    """Run (or resume) the augmentation experiment and write its summary JSON, markdown table and plot.
+
+    Args:
+        real: the real train and test slices (from :func:`~.real_data.load_real_split` of ``data_spec``).
+        data_spec: the spec ``real`` was loaded from (stored with every record; changing it needs a new folder).
+        grid: generators, counts N and seeds.
+        out_dir: output folder (created); finished runs found there are not redone.
+        unet: U-Net architecture and training settings.
+        sampling: how synthetic pairs are drawn.
+        progress: show progress bars (overall, per run over epochs, sampling).
+        device: where the U-Nets train (synthetic pairs are always drawn on the CPU, so cached samples do not
+            depend on the device). Recorded per run, not part of the settings: a grid may resume on another device.
+
+    Raises:
+        ValueError: no train slices, slices that do not fit the U-Net, a generator's image shape differs from the
+            real slices'.
+        SettingsMismatch: ``out_dir`` holds finished runs made with other settings (checked before any training).
+    """
+    if len(real.train_images) == 0:
+        raise ValueError("the augmentation experiment needs train patients (--train-patients)")
+    check_image_side(unet, *real.train_images.shape[-2:])
+    for generator in grid.generators:
+        check_image_shape(generator, real.train_images.shape[1:])
+    out_dir = Path(out_dir)
+    store = RecordStore(out_dir / "runs")
+    sources = {g.name: SyntheticPairs(g, sampling, out_dir / "synthetic", progress) for g in grid.generators}
+    base_settings = {"data": data_spec.identity(), "unet": unet.as_dict()}
+
+    def settings_of(run: PlannedRun) -> dict[str, Any]:
+        if run.generator == REAL_ONLY:
+            return base_settings
+        fingerprint = sources[run.generator].fingerprint
+        return {**base_settings, "sampling": asdict(sampling), "generator_fingerprint": fingerprint}
+
+    runs = plan_runs(grid)
+    # Look at every existing record before training anything, so a settings mismatch stops the command at once.
+    records = {run.key: store.finished(run.key, settings_of(run)) for run in runs}
+    pending = [run for run in runs if records[run.key] is None]
+    overall = tqdm(total=len(runs), initial=len(runs) - len(pending), desc="augmentation runs", unit="run",
+                   disable=not progress)
+    with overall:
+        for run in pending:
+            overall.set_postfix(generator=run.generator, N=run.count, seed=run.seed)
+            records[run.key] = _train_and_score(run, real, unet, sources, store, settings_of(run), progress, device)
+            overall.update()
+    summary = summarise(grid, records, real.description, unet, sampling)
+    files = write_augmentation_reports(summary, out_dir)
+    return AugmentationOutcome(summary, trained_runs=len(pending), skipped_runs=len(runs) - len(pending), files=files)
+
+
+def _train_and_score(run: PlannedRun, real: RealSplit, unet: UNetSettings, sources: dict[str, SyntheticPairs],
+                     store: RecordStore, settings: dict[str, Any], progress: bool, device: str) -> dict[str, Any]:
+    images, masks = real.train_images, real.train_masks
+    if run.count > 0:
+        synthetic_images, synthetic_masks = sources[run.generator].pairs(run.count, run.seed)
+        images = torch.cat([images, synthetic_images])
+        masks = torch.cat([masks, synthetic_masks])
+    trained = train_segmenter(images, masks, unet, run.seed, progress,
+                              description=f"U-Net {run.generator} N={run.count} seed={run.seed}", device=device)
+    dice = slice_dice(trained.network, real.test_images, real.test_masks, unet.prediction_threshold)
+    return store.save(run.key, settings, {
+        "generator": run.generator,
+        "num_synthetic": run.count,
+        "seed": run.seed,
+        "dice_mean": float(dice.mean()),
+        "dice_per_slice": dice.round(6).tolist(),
+        "num_real_train_slices": len(real.train_images),
+        "num_test_slices": len(real.test_images),
+        "final_train_loss": trained.final_loss,
+        "train_seconds": round(trained.seconds, 3),
+        "device": str(device),
+        "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    })
+
+
+def summarise(grid: AugmentationGrid, records: dict[str, dict[str, Any]], data_description: str,
+              unet: UNetSettings, sampling: SamplingSettings) -> dict[str, Any]:
+    """Summary of the grid's records: per generator and N, DSC mean and sample standard deviation over seeds.
+
+    The N = 0 entry of every generator is the real-only runs. ``std`` uses ``ddof=1`` (``None`` with one seed).
+    """
+    def statistics(run_list: list[PlannedRun]) -> dict[str, Any]:
+        per_seed = {str(run.seed): records[run.key]["dice_mean"] for run in run_list}
+        values = np.array(list(per_seed.values()), dtype=float)
+        std = float(values.std(ddof=1)) if len(values) > 1 else None
+        return {"mean": float(values.mean()), "std": std, "num_runs": len(values), "per_seed": per_seed}
+
+    generator_names = [g.name for g in grid.generators] or [REAL_ONLY]
+    results: dict[str, Any] = {}
+    for generator in generator_names:
+        results[generator] = {
+            str(count): statistics([PlannedRun(REAL_ONLY if count == 0 else generator, count, seed)
+                                    for seed in grid.seeds])
+            for count in grid.sorted_counts
+        }
+    seconds = [record["train_seconds"] for record in records.values()]
+    return {
+        "experiment": "downstream augmentation: U-Net DSC on held-out patients vs number of synthetic pairs",
+        "data": data_description,
+        "generators": {g.name: {"path": str(g.path)} for g in grid.generators},
+        "counts": list(grid.sorted_counts),
+        "seeds": list(grid.seeds),
+        "unet": unet.as_dict(),
+        "sampling": asdict(sampling),
+        "nested_subsets": "the N pairs of a (generator, seed) are the first N of one draw: smaller N are subsets",
+        "dice": results,
+        "total_train_seconds": round(float(sum(seconds)), 1),
+    }
+
+
+def write_augmentation_reports(summary: dict[str, Any], out_dir: Path) -> dict[str, Path]:
+    """Write ``augmentation.json``, ``augmentation.md`` and ``augmentation.png`` into ``out_dir`` (atomically)."""
+    files = {"json": out_dir / "augmentation.json", "markdown": out_dir / "augmentation.md",
+             "plot": out_dir / "augmentation.png"}
+    write_json_atomically(files["json"], summary)
+    write_text_atomically(files["markdown"], augmentation_markdown(summary))
+    plot_augmentation(summary, files["plot"])
+    return files

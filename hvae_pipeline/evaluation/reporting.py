@@ -1,0 +1,108 @@
+"""Human-readable reports of evaluation summaries: markdown tables and the DSC-vs-N plot."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+NOT_AVAILABLE = "–"
+NOT_COMPUTED = "not computed (see below)"
+
+
+def mean_std(mean: float | None, std: float | None, scale: float = 1.0, digits: int = 2) -> str:
+    """``"mean ± std"`` with ``scale`` applied (e.g. 100 for percentages); a missing std prints the mean alone."""
+    if mean is None:
+        return NOT_AVAILABLE
+    text = f"{mean * scale:.{digits}f}"
+    return text if std is None else f"{text} ± {std * scale:.{digits}f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def augmentation_markdown(summary: dict[str, Any]) -> str:
+    """Markdown report of an augmentation summary: DSC (%) mean ± std over seeds, generators x N."""
+    counts = summary["counts"]
+    rows = [[name] + [mean_std(by_count[str(n)]["mean"], by_count[str(n)]["std"], 100, 1) for n in counts]
+            for name, by_count in summary["dice"].items()]
+    unet = summary["unet"]
+    sampling = summary["sampling"]
+    return "\n\n".join([
+        "# Downstream augmentation: U-Net DSC (%) on held-out patients",
+        f"Data: {summary['data']}.",
+        _table(["generator \\ synthetic N", *map(str, counts)], rows),
+        f"Mean ± sample standard deviation (ddof 1) over {len(summary['seeds'])} seed(s) {summary['seeds']}; "
+        "per run, the DSC is the mean over the test slices (prediction thresholded at "
+        f"{unet['prediction_threshold']}). N = 0 is the same real-only runs for every generator.",
+        f"U-Net: MONAI UNet channels {unet['channels']}, {unet['num_res_units']} residual units, Dice loss, "
+        f"RMSprop lr {unet['learning_rate']}, batch {unet['batch_size']}, {unet['epochs']} epochs over real + "
+        f"synthetic slices. Synthetic pairs: z ~ N(0, I), mask threshold {sampling['mask_threshold']}, kept when "
+        f"the mask has >= {sampling['min_mask_area']} px; {summary['nested_subsets']}. "
+        f"Total U-Net training time {summary['total_train_seconds']} s.",
+    ]) + "\n"
+
+
+def plot_augmentation(summary: dict[str, Any], path: Path) -> None:
+    """PNG plot of DSC (%) vs N per generator, error bars = std over seeds; written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: never open a window
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    counts = summary["counts"]
+    for name, by_count in summary["dice"].items():
+        means = [100 * by_count[str(n)]["mean"] for n in counts]
+        stds = [100 * (by_count[str(n)]["std"] or 0.0) for n in counts]
+        axis.errorbar(counts, means, yerr=stds, marker="o", capsize=3, label=name)
+    axis.set_xlabel("number of synthetic pairs N")
+    axis.set_ylabel("test DSC (%)")
+    axis.set_title(f"U-Net DSC vs synthetic data ({len(summary['seeds'])} seeds)")
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
+    os.close(handle)
+    try:
+        figure.savefig(temporary, format="png")
+        os.replace(temporary, path)
+    finally:
+        plt.close(figure)
+        Path(temporary).unlink(missing_ok=True)
+
+
+def image_quality_markdown(summary: dict[str, Any]) -> str:
+    """Markdown report of an image-quality summary: one row per generator; metrics not computed say why."""
+    header = ["generator", "PSNR (dB)", "SSIM", "FID", "MS-SSIM diversity", "tumour-area JSD"]
+    rows = []
+    notes = []
+    for name, result in summary["results"].items():
+        fid = NOT_COMPUTED if result["fid"] is None else f"{result['fid']:.1f}"
+        diversity = NOT_COMPUTED if result["ms_ssim_diversity"] is None else f"{result['ms_ssim_diversity']:.3f}"
+        rows.append([name, mean_std(result["psnr_mean"], result["psnr_std"]),
+                     mean_std(result["ssim_mean"], result["ssim_std"], digits=3), fid, diversity,
+                     f"{result['tumour_area_jsd']:.3f}"])
+        notes += [f"- {name}: {metric} not computed: {reason}" for metric, reason in result["not_computed"].items()]
+    settings = summary["settings"]
+    text = [
+        "# Image quality of generated pairs",
+        f"Data: {summary['data']}.",
+        _table(header, rows),
+        f"{settings['num_samples']} samples per generator (seed {settings['seed']}; mask threshold "
+        f"{settings['sampling']['mask_threshold']}, kept when the mask has >= {settings['sampling']['min_mask_area']} "
+        f"px) against {summary['num_real_test_slices']} real test slices. PSNR/SSIM: each sample against a randomly "
+        "drawn unpaired real test slice, mean ± std over the pairs. FID: Inception-v3 features of all samples vs all "
+        f"real test slices (lower is better). MS-SSIM diversity: mean over {settings['diversity_pairs']} random pairs "
+        "of distinct samples (lower is more diverse). Tumour-area JSD: Jensen-Shannon divergence (base 2) of the "
+        f"mask-area histograms, bins of {settings['area_bin_width']} px from {settings['area_bins_start']} px.",
+    ]
+    if notes:
+        text.append("\n".join(notes))
+    return "\n\n".join(text) + "\n"

@@ -1,0 +1,142 @@
+"""Synthetic (image, mask) pairs drawn as the paper does, cached on disk so that evaluations resume cheaply.
+
+Sampling follows the paper: ``z ~ N(0, I)``, decoded, mask = ``sigmoid(logit) > 0.5``, and samples whose mask has
+200 px or fewer are rejected (``min_mask_area=201`` here, because the pipeline keeps areas ``>= min_mask_area``).
+
+Samples are drawn in fixed chunks of :data:`SAMPLES_PER_CHUNK`, chunk ``j`` of seed ``s`` from its own random
+stream ``SeedSequence([s, j])``. So sample ``k`` of a (generator, seed) is the same whatever count is asked for:
+the ``N`` pairs used for a smaller ``N`` are the first ``N`` of a larger one (nested subsets), and a cache holding
+fewer pairs than needed is extended with new chunks, never redrawn.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..pipeline import HVAEPipeline, SamplingBudgetExceeded
+from .generators import GeneratorSpec, load_generator, model_fingerprint
+
+SAMPLES_PER_CHUNK = 100
+# The paper rejects masks of 200 px or less (at 128 x 128); the pipeline keeps masks with area >= min_mask_area.
+PAPER_MIN_MASK_AREA = 201
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """How synthetic pairs are drawn.
+
+    Args:
+        min_mask_area: keep samples with at least this many tumour pixels (paper: area > 200 px, i.e. 201).
+        mask_threshold: probability above which a mask pixel is tumour (paper: 0.5).
+        batch_size: latents decoded per forward pass (part of the definition of the samples: with rejection,
+            which latents are drawn together depends on it).
+    """
+
+    min_mask_area: int = PAPER_MIN_MASK_AREA
+    mask_threshold: float = 0.5
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        if self.min_mask_area < 0:
+            raise ValueError(f"min_mask_area must be >= 0, got {self.min_mask_area}")
+        if not 0.0 < self.mask_threshold < 1.0:
+            raise ValueError(f"mask_threshold must be in (0, 1), got {self.mask_threshold}")
+        if self.batch_size < 1:
+            raise ValueError(f"sampling batch_size must be >= 1, got {self.batch_size}")
+
+
+def chunk_seed(seed: int, chunk: int) -> int:
+    """Seed of chunk ``chunk`` of run seed ``seed``: independent streams, stable across counts and sessions."""
+    return int(np.random.SeedSequence([seed, chunk]).generate_state(1)[0])
+
+
+def _save_npz_atomically(path: Path, images: np.ndarray, masks: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            np.savez(file, images=images, masks=masks)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+class SyntheticPairs:
+    """Cached synthetic pairs of one generator.
+
+    Args:
+        generator: the generator (its pipeline is loaded only when new samples must be drawn).
+        settings: sampling settings.
+        cache_folder: folder of the cache files (one ``<name>/seed<s>-<key>.npz`` per generator and seed; ``key``
+            hashes the model fingerprint and the settings, so a changed model or setting never reuses samples).
+        progress: show a progress bar over the chunks being drawn.
+    """
+
+    def __init__(self, generator: GeneratorSpec, settings: SamplingSettings, cache_folder: Path,
+                 progress: bool = True) -> None:
+        self.generator = generator
+        self.settings = settings
+        self.cache_folder = Path(cache_folder)
+        self.progress = progress
+        self.fingerprint = model_fingerprint(generator.path)
+        self._pipeline: HVAEPipeline | None = None
+
+    def cache_path(self, seed: int) -> Path:
+        """File holding the pairs of ``seed``."""
+        identity = json.dumps({"model": self.fingerprint, "settings": asdict(self.settings),
+                               "chunk": SAMPLES_PER_CHUNK}, sort_keys=True)
+        key = hashlib.sha256(identity.encode()).hexdigest()[:12]
+        return self.cache_folder / self.generator.name / f"seed{seed}-{key}.npz"
+
+    def _draw_chunk(self, seed: int, chunk: int) -> tuple[np.ndarray, np.ndarray]:
+        if self._pipeline is None:
+            self._pipeline = load_generator(self.generator)
+        try:
+            output = self._pipeline(
+                num_samples=SAMPLES_PER_CHUNK,
+                generator=torch.Generator().manual_seed(chunk_seed(seed, chunk)),
+                mask_threshold=self.settings.mask_threshold,
+                min_mask_area=self.settings.min_mask_area,
+                batch_size=self.settings.batch_size,
+                output_type="np",
+            )
+        except SamplingBudgetExceeded as error:
+            raise SamplingBudgetExceeded(f"generator {self.generator.name}: {error}") from error
+        return np.ascontiguousarray(output.images.transpose(0, 3, 1, 2)), output.masks
+
+    def pairs(self, count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first ``count`` pairs of ``seed``: images float32 ``(count, C, H, W)``, masks uint8 ``(count, H, W)``.
+
+        Draws (and caches) only the chunks the cache lacks.
+        """
+        if count < 1:
+            raise ValueError(f"count must be >= 1, got {count}")
+        path = self.cache_path(seed)
+        images: list[np.ndarray] = []
+        masks: list[np.ndarray] = []
+        if path.is_file():
+            with np.load(path) as cached:
+                images.append(cached["images"])
+                masks.append(cached["masks"])
+        cached_count = len(images[0]) if images else 0
+        missing_chunks = range(cached_count // SAMPLES_PER_CHUNK, -(-count // SAMPLES_PER_CHUNK))
+        if len(missing_chunks):
+            for chunk in tqdm(missing_chunks, desc=f"sampling {self.generator.name} seed {seed}", unit="chunk",
+                              leave=False, disable=not self.progress):
+                chunk_images, chunk_masks = self._draw_chunk(seed, chunk)
+                images.append(chunk_images)
+                masks.append(chunk_masks)
+            _save_npz_atomically(path, np.concatenate(images), np.concatenate(masks))
+        all_images, all_masks = np.concatenate(images), np.concatenate(masks)
+        return torch.from_numpy(all_images[:count]), torch.from_numpy(all_masks[:count])
+

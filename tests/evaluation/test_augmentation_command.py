@@ -1,0 +1,142 @@
+"""``hvae-evaluate augmentation`` end to end on SYNTHETIC 32 x 32 phantoms with a tiny U-Net and generator."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import pytest
+from evaluation_helpers import PHANTOM_DATA, QUIET, TINY_SAMPLING, TINY_UNET, save_tiny_generator
+
+from hvae_pipeline.cli.evaluate import main
+
+pytest.importorskip("monai", reason="the downstream U-Net needs the eval extra (MONAI)")
+
+
+def augmentation(generator: Path, out: Path, *extra: str) -> int:
+    return main(["augmentation", "--generator", f"tiny={generator}", "--out", str(out), "--counts", "0", "4",
+                 "--num-seeds", "2", *PHANTOM_DATA, *TINY_UNET, *TINY_SAMPLING, *QUIET, *extra])
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> tuple[Path, Path]:
+    """A finished 2-seed x N in (0, 4) run: (generator folder, output folder)."""
+    root = tmp_path_factory.mktemp("augmentation")
+    generator = save_tiny_generator(root / "generator")
+    assert augmentation(generator, root / "out") == 0
+    return generator, root / "out"
+
+
+def test_writes_one_record_per_run_and_the_summary_json(finished_run):
+    _, out = finished_run
+    records = sorted(path.name for path in (out / "runs").glob("*.json"))
+    assert records == ["augmentation__real-only__n0__seed0.json", "augmentation__real-only__n0__seed1.json",
+                       "augmentation__tiny__n4__seed0.json", "augmentation__tiny__n4__seed1.json"]
+    record = json.loads((out / "runs" / "augmentation__tiny__n4__seed1.json").read_text())
+    assert record["num_synthetic"] == 4 and record["seed"] == 1
+    assert record["num_real_train_slices"] == 32 and record["num_test_slices"] == 16
+    assert len(record["dice_per_slice"]) == 16
+    assert record["dice_mean"] == pytest.approx(np.mean(record["dice_per_slice"]), abs=1e-5)
+
+    summary = json.loads((out / "augmentation.json").read_text())
+    assert summary["counts"] == [0, 4] and summary["seeds"] == [0, 1]
+    by_count = summary["dice"]["tiny"]
+    real_only = [json.loads((out / "runs" / f"augmentation__real-only__n0__seed{s}.json").read_text())["dice_mean"]
+                 for s in (0, 1)]
+    # N = 0 of every generator is the real-only runs; std is the sample std over the 2 seeds.
+    assert by_count["0"]["per_seed"] == {"0": real_only[0], "1": real_only[1]}
+    assert by_count["0"]["mean"] == pytest.approx(np.mean(real_only))
+    assert by_count["0"]["std"] == pytest.approx(np.std(real_only, ddof=1))
+    assert by_count["4"]["num_runs"] == 2 and 0.0 <= by_count["4"]["mean"] <= 1.0
+
+
+def test_writes_the_markdown_table_and_the_png_plot(finished_run):
+    _, out = finished_run
+    summary = json.loads((out / "augmentation.json").read_text())
+    table = (out / "augmentation.md").read_text()
+    assert "| generator \\ synthetic N | 0 | 4 |" in table
+    row = next(line for line in table.splitlines() if line.startswith("| tiny |"))
+    expected = f"{100 * summary['dice']['tiny']['4']['mean']:.1f} ± {100 * summary['dice']['tiny']['4']['std']:.1f}"
+    assert row.split(" | ")[2].rstrip(" |") == expected
+    assert "SYNTHETIC" in table  # phantom data are labelled as such
+    with PIL.Image.open(out / "augmentation.png") as plot:
+        assert plot.format == "PNG" and plot.size[0] > 300
+
+
+def test_second_invocation_trains_nothing(finished_run, capsys):
+    generator, out = finished_run
+    before = {path.name: path.stat().st_mtime_ns for path in (out / "runs").iterdir()}
+    capsys.readouterr()
+    assert augmentation(generator, out) == 0
+    assert "0 U-Net runs trained, 4 already finished (skipped)" in capsys.readouterr().out
+    assert {path.name: path.stat().st_mtime_ns for path in (out / "runs").iterdir()} == before
+
+
+def test_a_larger_grid_trains_only_the_new_runs(tmp_path, capsys):
+    generator = save_tiny_generator(tmp_path / "generator")
+    common = ["--generator", f"tiny={generator}", "--out", str(tmp_path / "out"), "--num-seeds", "1",
+              *PHANTOM_DATA, *TINY_UNET, *TINY_SAMPLING, *QUIET]
+    assert main(["augmentation", "--counts", "0", "4", *common]) == 0
+    capsys.readouterr()
+    assert main(["augmentation", "--counts", "0", "4", "8", *common]) == 0
+    assert "1 U-Net runs trained, 2 already finished (skipped)" in capsys.readouterr().out
+    assert json.loads((tmp_path / "out" / "augmentation.json").read_text())["counts"] == [0, 4, 8]
+
+
+def test_other_settings_in_the_same_folder_are_refused(finished_run, capsys):
+    generator, out = finished_run
+    before = (out / "augmentation.json").read_text()
+    assert augmentation(generator, out, "--epochs", "2") == 2
+    error = capsys.readouterr().err
+    assert "finished run made with other settings" in error and "unet" in error
+    assert (out / "augmentation.json").read_text() == before
+
+
+def test_test_patients_overlapping_train_patients_are_refused(tmp_path, capsys):
+    generator = save_tiny_generator(tmp_path / "generator")
+    code = main(["augmentation", "--generator", f"tiny={generator}", "--out", str(tmp_path / "out"),
+                 "--data", "phantom", "--size", "32", "--num-phantom-slices", "64",
+                 "--train-patients", "phantom-000", "phantom-001", "--test-patients", "phantom-001", *QUIET])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert "test patients overlap the train patients: ['phantom-001']" in error
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--counts", "0", "-4"], "synthetic counts N must be >= 0, got [-4]"),
+        (["--counts", "0", "4", "4"], "synthetic counts N are repeated"),
+        (["--num-seeds", "0"], "--num-seeds must be >= 1"),
+        (["--size", "64"], "makes images of shape (1, 32, 32) (C, H, W) but the real slices are (1, 64, 64)"),
+        (["--unet-channels", "4", "8", "8", "8", "8", "8", "8"], "needs image sides divisible by 64, got 32x32"),
+    ],
+)
+def test_bad_grid_arguments_get_clear_errors(tmp_path, capsys, arguments, message):
+    generator = save_tiny_generator(tmp_path / "generator")
+    assert augmentation(generator, tmp_path / "out", *arguments) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_an_empty_count_list_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:  # argparse: --counts needs at least one value
+        main(["augmentation", "--counts", "--out", str(tmp_path), *PHANTOM_DATA])
+    assert exit_info.value.code == 2
+    assert "--counts: expected at least one argument" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("generator", "message"),
+    [
+        ("tiny=/nonexistent/folder", "generator tiny: /nonexistent/folder does not exist"),
+        ("no-equals-sign", "expected NAME=PATH"),
+        ("real-only=.", "generator name 'real-only'"),
+    ],
+)
+def test_bad_generators_get_clear_errors(tmp_path, capsys, generator, message):
+    code = main(["augmentation", "--generator", generator, "--out", str(tmp_path / "out"), *PHANTOM_DATA, *QUIET])
+    assert code == 2
+    assert message in capsys.readouterr().err

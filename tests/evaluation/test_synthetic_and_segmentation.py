@@ -1,0 +1,70 @@
+"""Synthetic pairs (paper sampling, nested subsets, disk cache) and the seeded U-Net protocol."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from evaluation_helpers import TINY_MIN_MASK_AREA, TINY_SIZE, save_tiny_generator
+
+import hvae_pipeline.evaluation.synthetic as synthetic
+from hvae_pipeline.evaluation import AugmentationGrid, GeneratorSpec, RealDataSpec, SamplingSettings, UNetSettings
+from hvae_pipeline.evaluation.segmentation import slice_dice, train_segmenter
+from hvae_pipeline.evaluation.synthetic import SAMPLES_PER_CHUNK, SyntheticPairs
+
+
+@pytest.fixture(scope="module")
+def generator(tmp_path_factory) -> GeneratorSpec:
+    return GeneratorSpec("tiny", save_tiny_generator(tmp_path_factory.mktemp("generator") / "pipeline"))
+
+
+def test_pairs_follow_the_sampling_rules_and_smaller_counts_are_nested(generator, tmp_path):
+    source = SyntheticPairs(generator, SamplingSettings(min_mask_area=TINY_MIN_MASK_AREA), tmp_path, progress=False)
+    images, masks = source.pairs(SAMPLES_PER_CHUNK + 5, seed=3)  # two chunks
+    assert images.shape == (SAMPLES_PER_CHUNK + 5, 1, TINY_SIZE, TINY_SIZE) and images.dtype == torch.float32
+    assert masks.dtype == torch.uint8 and set(masks.unique().tolist()) <= {0, 1}
+    assert (masks.flatten(1).sum(1) >= TINY_MIN_MASK_AREA).all()
+    few_images, few_masks = source.pairs(7, seed=3)
+    assert torch.equal(few_images, images[:7]) and torch.equal(few_masks, masks[:7])
+    other_seed, _ = source.pairs(7, seed=4)
+    assert not torch.equal(other_seed, few_images)
+
+
+def test_cached_pairs_are_reused_without_sampling(generator, tmp_path, monkeypatch):
+    settings = SamplingSettings(min_mask_area=TINY_MIN_MASK_AREA)
+    first = SyntheticPairs(generator, settings, tmp_path, progress=False).pairs(10, seed=0)
+    assert len(list((tmp_path / "tiny").glob("seed0-*.npz"))) == 1
+
+    def no_sampling(spec):
+        raise AssertionError("the generator was loaded although the cache holds the pairs")
+
+    monkeypatch.setattr(synthetic, "load_generator", no_sampling)
+    again = SyntheticPairs(generator, settings, tmp_path, progress=False).pairs(SAMPLES_PER_CHUNK, seed=0)
+    assert torch.equal(again[0][:10], first[0]) and torch.equal(again[1][:10], first[1])
+    # Another sampling setting is another cache file: it must sample, so it reaches the patched loader.
+    with pytest.raises(AssertionError, match="the generator was loaded"):
+        SyntheticPairs(generator, SamplingSettings(min_mask_area=0), tmp_path, progress=False).pairs(10, seed=0)
+
+
+def test_unet_training_is_set_by_its_seed():
+    images = torch.rand(12, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    masks = (images[:, 0] > 0.5).to(torch.uint8)
+    settings = UNetSettings(channels=(4, 8), num_res_units=1, epochs=2, batch_size=4, learning_rate=1e-3)
+    first, again, other = (train_segmenter(images, masks, settings, seed, progress=False) for seed in (1, 1, 2))
+    weights = [dict(run.network.state_dict()) for run in (first, again, other)]
+    assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
+    assert not all(torch.equal(weights[0][name], weights[2][name]) for name in weights[0])
+    dice = slice_dice(first.network, images, masks)
+    assert dice.shape == (12,) and ((0 <= dice) & (dice <= 1)).all()
+
+
+def test_grid_and_data_spec_refuse_bad_values(generator):
+    with pytest.raises(ValueError, match="list of synthetic counts N is empty"):
+        AugmentationGrid((generator,), counts=())
+    with pytest.raises(ValueError, match="need at least one generator"):
+        AugmentationGrid((), counts=(0, 10))
+    with pytest.raises(ValueError, match="generator names given more than once"):
+        AugmentationGrid((generator, generator), counts=(0, 10))
+    with pytest.raises(ValueError, match=r"test patients overlap the train patients: \['b'\]"):
+        RealDataSpec("phantom", train_patients=("a", "b"), test_patients=("b", "c"))
+    with pytest.raises(ValueError, match="needs a root folder"):
+        RealDataSpec("brats", train_patients=("a",), test_patients=("b",))

@@ -47,6 +47,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "mixed_precision": "no",  # no | bf16 | fp16 (GPU only; CPUs stay in fp32)
         "ema_decay": None,  # e.g. 0.999; None disables EMA weights
         "vae_warmup_steps": 0,  # first steps with the flow off (n_leapfrog=0): a cheap warm start
+        "init_from": None,  # a saved pipeline folder whose weights start this run (e.g. a VAE warm-start run)
         "gradient_checkpointing": False,
         "checkpointing_steps": 200,
         "checkpoints_total_limit": 3,

@@ -239,6 +239,8 @@ def run_training(run: TrainingRun, resume: str | None, push_to_hub: str | None, 
               + (f"; validating on {len(validation[0])}" if validation else ""))
 
     model = run.build_model()
+    if settings["init_from"]:
+        initialise_from(model, Path(settings["init_from"]))
     if settings["gradient_checkpointing"]:
         model.enable_gradient_checkpointing()
     model.train()
@@ -344,13 +346,13 @@ def run_training(run: TrainingRun, resume: str | None, push_to_hub: str | None, 
         details = ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
         print(f"Stopped: {stop_reason} at step {global_step + 1} ({details}); {where}. Resume from it with a lower "
               "training.learning_rate or training.max_grad_norm.", file=sys.stderr)
-        accelerator.end_training()
+        finish(accelerator)
         return EXIT_NON_FINITE
     if stop_reason == "interrupted":
         if main_process:
             print(f"Stopped after {steps_this_run} steps at step {global_step}; resume with "
                   "--resume-from-checkpoint latest")
-        accelerator.end_training()
+        finish(accelerator)
         return 0
 
     accelerator.wait_for_everyone()
@@ -364,8 +366,31 @@ def run_training(run: TrainingRun, resume: str | None, push_to_hub: str | None, 
         print(f"Saved the pipeline to {pipeline_dir}")
         if push_to_hub:
             exit_code = push_pipeline(pipeline_dir, push_to_hub)
-    accelerator.end_training()
+    finish(accelerator)
     return exit_code
+
+
+def finish(accelerator) -> None:
+    """End trackers and leave the process group together: a rank exiting while another still exports can leave the
+    survivor hanging in gloo's shutdown."""
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+def initialise_from(model: torch.nn.Module, pipeline_dir: Path) -> None:
+    """Copy the weights of a saved pipeline's model (same architecture) into ``model``."""
+    weights = pipeline_dir / "model" / "diffusion_pytorch_model.safetensors"
+    if not weights.is_file():
+        raise FileNotFoundError(f"training.init_from={pipeline_dir}: no {weights.relative_to(pipeline_dir)} there "
+                                "(expected a folder written by save_pretrained, e.g. runs/<name>/pipeline)")
+    from safetensors.torch import load_file
+
+    try:
+        model.load_state_dict(load_file(weights))
+    except RuntimeError as error:
+        raise ValueError(f"training.init_from={pipeline_dir}: its weights do not fit this model ({error})") from error
 
 
 def check_replicas_agree(accelerator, model) -> None:

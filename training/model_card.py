@@ -22,10 +22,15 @@ BRATS_CITATION = (
 )
 
 
-def _objective(model_config: dict[str, Any], warmup_steps: int) -> str:
+def _objective(model_config: dict[str, Any], warmup_steps: int, trained_steps: int, init_from: str | None) -> str:
     steps = model_config.get("n_leapfrog", 3)
+    start = f" Started from the weights of {init_from}." if init_from else ""
     if steps == 0:
-        return "the VAE evidence lower bound (no Hamiltonian flow: the VAE baseline)."
+        return "the VAE evidence lower bound (no Hamiltonian flow: the VAE baseline)." + start
+    if warmup_steps >= trained_steps:
+        return (f"the VAE bound only: the flow was off for all {trained_steps} steps (a VAE warm start). The model has "
+                f"the HVAE configuration (K = {steps}), so sampling, which uses only the decoder, is unchanged; "
+                "the Hamiltonian stage continues from it (training/configs/cpu-128.yaml)." + start)
     text = (
         f"the Hamiltonian VAE bound with K = {steps} leapfrog steps (step size {model_config.get('step_size', 1e-3)}"
         f"{', learnt per latent dimension' if model_config.get('learn_step_size') else ''}), momentum tempered "
@@ -38,7 +43,7 @@ def _objective(model_config: dict[str, Any], warmup_steps: int) -> str:
         text += " Exact gradients through the flow (second order)."
     if warmup_steps:
         text += f" The first {warmup_steps} steps used the VAE bound (flow off) as a cheap warm start."
-    return text
+    return text + start
 
 
 def write_model_card(path: Path, run: Any, steps: int, seconds: float, last_metrics: dict[str, Any]) -> None:
@@ -69,7 +74,8 @@ def write_model_card(path: Path, run: Any, steps: int, seconds: float, last_metr
         repo_id_or_path="path/to/this/folder",
         block_out_channels=tuple(model_config.get("block_out_channels", (128, 256, 512, 512))),
         layers_per_block=model_config.get("layers_per_block", 2),
-        objective_description=_objective(model_config, training["vae_warmup_steps"]) if run.kind == "hvae"
+        objective_description=_objective(model_config, training["vae_warmup_steps"], steps, training["init_from"])
+        if run.kind == "hvae"
         else "least-squares GAN (LSGAN baseline).",
         image_likelihood=model_config.get("image_likelihood", "bernoulli").capitalize(),
         mask_likelihood="Bernoulli" if data["label"] != "multiclass" else "categorical",
@@ -90,7 +96,7 @@ def write_model_card(path: Path, run: Any, steps: int, seconds: float, last_metr
             ("mixed precision", training["mixed_precision"]),
             ("seed", training["seed"]),
         ],
-        metric_rows=[(k, f"{float(v):.2f}") for k, v in last_metrics.items() if k not in ("step", "lr")],
+        metric_rows=[(k, f"{float(v):.2f}") for k, v in last_metrics.items() if k not in ("step", "lr") and v != ""],
         data_citation=BRATS_CITATION if is_brats_msd else "",
     )
     path.write_text(str(card))

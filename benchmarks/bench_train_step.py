@@ -9,11 +9,16 @@ alternate the contenders (rotating their order) and the medians over rounds are 
 Peak memory is the process's peak resident set (``ru_maxrss``); "net" subtracts the peak of the same process just
 before its first step (Python, torch, the model and the batch), leaving what the training step itself needs.
 pythae needs ``pip install pythae==0.1.2`` (the ``bench`` extra; it does not touch torch).
+
+On a GPU (``--device cuda``) the peaks are ``torch.cuda.max_memory_allocated`` (what the tensors need, not the
+caching allocator's reserve), steps are timed after ``torch.cuda.synchronize()``, and ``--precision bf16`` runs the
+step under bf16 autocast, as ``training.mixed_precision: bf16`` does (parameters and optimiser stay fp32).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import subprocess
@@ -33,9 +38,17 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # kB on Linux
 
 
-def worker(contender: str, network: str, size: int, batch: int, n_leapfrog: int, steps: int) -> dict:
+def peak_gb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 1024**3
+    return peak_rss_gb()
+
+
+def worker(contender: str, network: str, size: int, batch: int, n_leapfrog: int, steps: int, device_name: str,
+           precision: str) -> dict:
     """Build one contender, run ``steps`` training steps, return their times and the peak memories."""
-    images, masks = random_batch(batch, size)
+    device = torch.device(device_name)
+    images, masks = (tensor.to(device) for tensor in random_batch(batch, size))
     if contender == "pythae":
         model = build_pythae_hvae(network, size, n_leapfrog)
         inputs = {"data": torch.cat([images, masks[:, None].float()], dim=1)}
@@ -43,25 +56,34 @@ def worker(contender: str, network: str, size: int, batch: int, n_leapfrog: int,
         def loss_fn() -> torch.Tensor:
             return model(inputs).loss
     else:
-        k = 0 if contender.startswith("vae") else n_leapfrog
-        model = build_model(network, size, k, flow_gradient="detached" if contender == "detached" else "exact")
-        if contender.endswith("-ckpt"):
+        name, _, chunk_size = contender.partition("@")
+        k = 0 if name.startswith("vae") else n_leapfrog
+        model = build_model(network, size, k, flow_gradient="detached" if name == "detached" else "exact")
+        if name.endswith("-ckpt"):
             model.enable_gradient_checkpointing()
+            if chunk_size:  # "@N": N samples per recomputed chunk, "@all": the whole batch; none: the model's default
+                model.flow_checkpoint_chunk_size = None if chunk_size == "all" else int(chunk_size)
         generator = torch.Generator()
 
         def loss_fn() -> torch.Tensor:
             return model(images, masks, generator=generator.manual_seed(0)).loss
-    model.train()
+    model.to(device).train()
     optimiser = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    idle_peak = peak_rss_gb()
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16"
+                else contextlib.nullcontext())
+    idle_peak = peak_gb(device)
     times = []
     for _ in range(steps):
         start = time.perf_counter()
         optimiser.zero_grad(set_to_none=True)
-        loss_fn().backward()
+        with autocast:
+            loss = loss_fn()
+        loss.backward()
         optimiser.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         times.append(time.perf_counter() - start)
-    return {"times": times, "idle_peak_gb": idle_peak, "peak_gb": peak_rss_gb()}
+    return {"times": times, "idle_peak_gb": idle_peak, "peak_gb": peak_gb(device)}
 
 
 def main() -> None:
@@ -70,20 +92,27 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--network", default="small", choices=("small", "bundled", "paper"))
     parser.add_argument("--n-leapfrog", type=int, default=3)
-    parser.add_argument("--contenders", default=",".join(DEFAULT_CONTENDERS), help=f"comma-separated, of {CONTENDERS}")
+    parser.add_argument("--contenders", default=",".join(DEFAULT_CONTENDERS), help=f"comma-separated, of {CONTENDERS}; "
+                        "'exact-ckpt@N' recomputes the flow N samples at a time ('@all': whole batch)")
     parser.add_argument("--rounds", type=int, default=3, help="subprocess runs per contender, alternated")
     parser.add_argument("--steps", type=int, default=2, help="steps per subprocess; the first is a warm-up")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (peak memory: RSS on CPU, allocated on CUDA)")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="bf16: autocast, as training")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, args.network, args.size, args.batch, args.n_leapfrog, args.steps)))
+        print(json.dumps(worker(args.worker, args.network, args.size, args.batch, args.n_leapfrog, args.steps,
+                                args.device, args.precision)))
         return
 
     contenders = args.contenders.split(",")
-    unknown = set(contenders) - set(CONTENDERS)
+    unknown = {c for c in contenders if c.partition("@")[0] not in CONTENDERS
+               or "@" in c and not ("-ckpt@" in c and (c.partition("@")[2] == "all" or c.partition("@")[2].isdigit()))}
     if unknown:
         parser.error(f"unknown contenders {sorted(unknown)}")
     print(f"machine: {machine()}")
+    if args.device.startswith("cuda"):
+        print(f"GPU: {torch.cuda.get_device_name(args.device)}, {args.precision}")
     print(f"{args.size}x{args.size}, batch {args.batch}, network {args.network}, K={args.n_leapfrog}, "
           f"{args.rounds} rounds x {args.steps} steps (first step of each subprocess = warm-up, not counted)")
     results: dict[str, list[dict]] = {c: [] for c in contenders}
@@ -92,11 +121,11 @@ def main() -> None:
         for contender in order:
             command = [sys.executable, str(Path(__file__).resolve()), "--worker", contender, "--network", args.network,
                        "--size", str(args.size), "--batch", str(args.batch), "--n-leapfrog", str(args.n_leapfrog),
-                       "--steps", str(args.steps)]
+                       "--steps", str(args.steps), "--device", args.device, "--precision", args.precision]
             completed = subprocess.run(command, capture_output=True, text=True, check=True)
             result = json.loads(completed.stdout.strip().splitlines()[-1])
             results[contender].append(result)
-            print(f"  round {round_index} {contender:10s} steps {[round(t, 2) for t in result['times']]} s, "
+            print(f"  round {round_index} {contender:10s} steps {[round(t, 3) for t in result['times']]} s, "
                   f"peak {result['peak_gb']:.2f} GB", flush=True)
 
     def step_time(c: str) -> float:
@@ -109,15 +138,15 @@ def main() -> None:
         return median([r["peak_gb"] - r["idle_peak_gb"] for r in results[c]])
 
     references = [c for c in ("vae", "pythae") if c in results]
-    header = "| contender | step (s) | " + " | ".join(f"x {r}" for r in references) + \
-             " | peak RSS (GB) | net peak (GB) | " + " | ".join(f"net x {r}" for r in references) + " |"
+    columns = ["contender", "step (s)", *(f"x {r}" for r in references), "peak (GB)", "net peak (GB)",
+               *(f"net x {r}" for r in references)]
     print(f"\nmachine after: {machine()}\n")
-    print(header)
-    print("|" + "---|" * header.count(" | ") + "---|")
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
     for c in contenders:
-        time_ratios = " | ".join(f"{step_time(c) / step_time(r):.2f}" for r in references)
-        memory_ratios = " | ".join(f"{net_peak(c) / net_peak(r):.2f}" for r in references)
-        print(f"| {c} | {step_time(c):.2f} | {time_ratios} | {peak(c):.2f} | {net_peak(c):.2f} | {memory_ratios} |")
+        cells = [c, f"{step_time(c):.3f}", *(f"{step_time(c) / step_time(r):.2f}" for r in references),
+                 f"{peak(c):.2f}", f"{net_peak(c):.2f}", *(f"{net_peak(c) / net_peak(r):.2f}" for r in references)]
+        print("| " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -25,10 +25,10 @@ import torch
 # lets a caller keep, e.g., the likelihood terms of the final decoder pass instead of decoding z_K once more.
 PotentialFn = Callable[[torch.Tensor], tuple[torch.Tensor, Any]]
 
-# A gradient checkpointing function, ``checkpoint_fn(function, *args) == function(*args)``, that frees the activations
-# of ``function`` after the forward pass and recomputes them in backward: diffusers' ``_gradient_checkpointing_func``
-# (non-reentrant ``torch.utils.checkpoint.checkpoint``, which supports the double backward of the exact HVAE).
-CheckpointFn = Callable[..., Any]
+# A memory-saving replacement of ``potential_and_gradient(potential_fn, z, create_graph=True)``: ``(potential_fn, z) ->
+# (U, grad U, aux)`` with the same values and gradients that keeps no graph between forward and backward, such as
+# :func:`hvae_pipeline.checkpointing.checkpointed_potential_and_gradient` (gradient checkpointing of the exact flow).
+CheckpointFn = Callable[[PotentialFn, torch.Tensor], tuple[torch.Tensor, torch.Tensor, Any]]
 
 
 class FlowOutput(NamedTuple):
@@ -102,15 +102,15 @@ def potential_and_gradient(
         z: Latent batch. If it does not require grad (sampling, evaluation), a detached leaf is used.
         create_graph: Keep the graph of the gradient so that a loss can be differentiated *through* it (exact HVAE
             training). ``False`` gives a constant gradient (cheaper, biased training; fine for evaluation).
-        checkpoint_fn: When given, the whole evaluation (potential *and* its first backward) runs under it, so that
+        checkpoint_fn: When given (with ``create_graph=True``), it computes the whole evaluation instead, so that
             neither the activations nor the second-order graph of ``grad U`` stay in memory between the forward and
             the backward pass; both are recomputed in backward. Gradients are unchanged.
 
     Returns:
         ``(U(z), grad U(z), aux)``; ``U(z)`` keeps its graph.
     """
-    if checkpoint_fn is not None:
-        return checkpoint_fn(potential_and_gradient, potential_fn, z, create_graph)
+    if checkpoint_fn is not None and create_graph:
+        return checkpoint_fn(potential_fn, z)
     with torch.enable_grad():
         if not z.requires_grad:
             z = z.detach().requires_grad_(True)

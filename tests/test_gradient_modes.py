@@ -78,6 +78,52 @@ def test_gradient_checkpointing_leaves_gradients_unchanged(tiny_config, n_leapfr
     assert max_relative_difference(plain, again) == 0.0
 
 
+@pytest.mark.parametrize("chunk_size", [1, 2, None])
+def test_chunked_flow_checkpointing_leaves_gradients_unchanged(tiny_config, chunk_size):
+    torch.manual_seed(0)
+    model = HVAEModel(**tiny_config, n_leapfrog=3, beta_zero=BETA_ZERO, step_size=STEP_SIZE).double()
+    images, masks = random_pairs(3, 16)  # 3 samples: chunks of 2 leave an uneven last chunk
+    images = images.double()
+    plain = parameter_gradients(model, model(images, masks, generator=seeded(1)).loss)
+    plain_elbo = model(images, masks, generator=seeded(1)).elbo.detach()
+
+    model.enable_gradient_checkpointing()
+    model.flow_checkpoint_chunk_size = chunk_size
+    decoder_batches: list[int] = []
+    handle = model.decoder.register_forward_pre_hook(lambda module, args: decoder_batches.append(args[0].shape[0]))
+    output = model(images, masks, generator=seeded(1))
+    handle.remove()
+    chunked = parameter_gradients(model, output.loss)
+    # Each of the K + 1 evaluations really ran chunk by chunk, and the result is the same function of the parameters.
+    expected_chunks = [3] if chunk_size is None else [min(chunk_size, 3 - start) for start in range(0, 3, chunk_size)]
+    assert decoder_batches == expected_chunks * 4
+    assert torch.allclose(output.elbo.detach(), plain_elbo, rtol=1e-12)
+    assert max_relative_difference(plain, chunked) <= 1e-6
+
+
+def test_checkpointed_flow_recomputes_under_the_forward_autocast_state(tiny_config):
+    # Mixed precision: the backward pass of a checkpointed evaluation must recompute in bf16 as the forward did,
+    # otherwise its gradients would be those of a different (fp32) function. Autograd runs backward outside the
+    # autocast context, so the state has to be carried over explicitly.
+    model = HVAEModel(**tiny_config, n_leapfrog=3, beta_zero=BETA_ZERO, step_size=STEP_SIZE)
+    model.enable_gradient_checkpointing()
+    model.flow_checkpoint_chunk_size = 1
+    images, masks = random_pairs(2, 16)
+    autocast_states: list[bool] = []
+    model.decoder.register_forward_pre_hook(lambda *_: autocast_states.append(torch.is_autocast_enabled("cpu")))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(images, masks, generator=seeded(1)).loss
+    loss.backward()
+    # 4 evaluations x 2 chunks in forward, and again in backward: every one of them under bf16 autocast.
+    assert autocast_states == [True] * 16
+
+
+@pytest.mark.parametrize("chunk_size", [0, -2, 1.5, True])
+def test_flow_checkpoint_chunk_size_is_validated(tiny_config, chunk_size):
+    with pytest.raises(ValueError, match="flow_checkpoint_chunk_size"):
+        HVAEModel(**tiny_config).flow_checkpoint_chunk_size = chunk_size
+
+
 def hand_written_hvae_loss(
     model: HVAEModel, images: torch.Tensor, masks: torch.Tensor, seed: int, n_leapfrog: int, exact: bool
 ) -> torch.Tensor:

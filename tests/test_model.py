@@ -147,6 +147,39 @@ def test_no_grad_evaluation_runs_the_flow(tiny_config):
     assert torch.allclose(with_grad, without_grad, atol=1e-4)
 
 
+def test_bf16_autocast_keeps_the_flow_and_likelihood_in_float32(tiny_config):
+    # Under bf16 autocast (GPU mixed precision) the networks run in bf16 but the latent arithmetic must not: a leapfrog
+    # update eps * momentum (eps = 1e-3) is below bf16's resolution near |z| ~ 1 and would be rounded away.
+    model = HVAEModel(**tiny_config, step_size=1e-3).eval()
+    images, masks = random_pairs(4, 16)
+    with torch.no_grad():
+        reference = model(images, masks, generator=seeded())
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = model(images, masks, generator=seeded())
+            decoded = model.decode(mixed.z)
+            mixed_z0 = model.encode(images, masks).latent_dist.sample(seeded())  # the forward's first draw
+        z0 = model.encode(images, masks).latent_dist.sample(seeded())
+    assert mixed.z.dtype == mixed.elbo.dtype == decoded.mask_logits.dtype == mixed_z0.dtype == torch.float32
+    reference_move, mixed_move = reference.z - z0, mixed.z - mixed_z0
+    assert reference_move.abs().max() > 1e-4  # the flow moves z by ~K * eps
+    # The networks' bf16 rounding changes grad U by a few per cent; the move itself must survive.
+    assert torch.linalg.vector_norm(mixed_move - reference_move) < 0.1 * torch.linalg.vector_norm(reference_move)
+    assert torch.allclose(mixed.elbo, reference.elbo, rtol=0.02)
+
+
+def test_output_survives_accelerate_mixed_precision_conversion(tiny_config):
+    # With mixed_precision="bf16", Accelerate wraps forward and rebuilds its output with convert_to_fp32, which calls
+    # type(output)(dict): this broke the first GPU training run.
+    from accelerate.utils.operations import convert_to_fp32
+
+    output = HVAEModel(**tiny_config)(*random_pairs(2, 16), generator=seeded())
+    half = type(output)(**{key: value.to(torch.bfloat16) for key, value in output.items()})
+    converted = convert_to_fp32(half)
+    assert type(converted) is type(output) and list(converted.keys()) == list(output.keys())
+    for key, value in converted.items():
+        assert value.dtype == torch.float32 and torch.allclose(value, output[key], rtol=1e-2, atol=1e-2), key
+
+
 @pytest.mark.parametrize(
     "make_inputs, message",
     [

@@ -19,7 +19,7 @@ from hvae_pipeline.models.lsgan import LSGANModel
 REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))
 
-from training import train_hvae, train_lsgan  # noqa: E402
+from training import plot_stages, train_hvae, train_lsgan  # noqa: E402
 from training.config import ConfigError, load_config  # noqa: E402
 from training.loop import EXIT_NON_FINITE, EXIT_PUSH_FAILED, run_training  # noqa: E402
 
@@ -193,3 +193,17 @@ def test_config_overrides_parse_yaml_values():
     assert config["training"]["ema_decay"] is None and config["model"]["n_leapfrog"] == 0
     with pytest.raises(ConfigError):
         load_config("cpu-128", ["data.no_such_key=1"])
+
+
+def test_stage_logs_chain_into_one_curve(tmp_path, capsys):
+    logs = []
+    for name, steps in (("stage1", (10, 20)), ("stage2", (5, 10))):
+        path = tmp_path / f"{name}.csv"
+        path.write_text("step,loss,val_elbo\n" + "".join(f"{step},{100 - step},\n" for step in steps))
+        logs.append(path)
+    assert [row["step"] for row in plot_stages.chained_rows(logs)] == ["10", "20", "25", "30"]
+    out = tmp_path / "curve.png"
+    assert plot_stages.main([str(out), *map(str, logs)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and not list(tmp_path.glob("*.partial"))
+    assert plot_stages.main([str(out), str(tmp_path / "missing.csv")]) == 2
+    assert "missing.csv" in capsys.readouterr().err

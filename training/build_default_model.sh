@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 target=hvae_pipeline/checkpoints/default
 staging="${target}.partial"
 rm -rf "$staging" && cp -r runs/cpu-128/pipeline "$staging"
-cp runs/cpu-128/loss_curve.png "$staging/loss_curve.png"
+.venv/bin/python training/plot_stages.py "$staging/loss_curve.png" runs/cpu-128-warmup/logs/metrics.csv \
+  runs/cpu-128/logs/metrics.csv
 rm -rf "$target" && mv "$staging" "$target"
 echo "Bundled default model updated in $target"

@@ -49,6 +49,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "vae_warmup_steps": 0,  # first steps with the flow off (n_leapfrog=0): a cheap warm start
         "init_from": None,  # a saved pipeline folder whose weights start this run (e.g. a VAE warm-start run)
         "gradient_checkpointing": False,
+        "flow_checkpoint_chunk_size": 4,  # with gradient_checkpointing: samples per recomputed chunk (null: batch)
         "checkpointing_steps": 200,
         "checkpoints_total_limit": 3,
         "sample_steps": 200,

@@ -186,8 +186,10 @@ def plot_loss_curve(rows: list[dict[str, str]], path: Path) -> None:
     axis.grid(alpha=0.3)
     axis.legend()
     figure.tight_layout()
-    figure.savefig(path)
+    partial = path.with_name(path.name + ".partial")
+    figure.savefig(partial, format="png")
     plt.close(figure)
+    partial.replace(path)  # never leave a half-written plot in place of the previous one
 
 
 def command_line(run_class: type[TrainingRun], description: str, argv: Sequence[str] | None = None) -> int:
@@ -243,6 +245,8 @@ def run_training(run: TrainingRun, resume: str | None, push_to_hub: str | None, 
         initialise_from(model, Path(settings["init_from"]))
     if settings["gradient_checkpointing"]:
         model.enable_gradient_checkpointing()
+        if hasattr(model, "flow_checkpoint_chunk_size"):  # the HVAE; the LSGAN has no flow
+            model.flow_checkpoint_chunk_size = settings["flow_checkpoint_chunk_size"]
     model.train()
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad],

@@ -10,7 +10,7 @@ This module's path is recorded in saved pipelines (``model_index.json``): do not
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn as nn
@@ -20,6 +20,7 @@ from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
+from ..checkpointing import checkpointed_potential_and_gradient
 from ..hamiltonian import (
     FlowOutput,
     diagonal_gaussian_log_density,
@@ -77,21 +78,40 @@ class HVAEOutput(BaseOutput):
         flow_gain: ``(B,)`` ``[log p(z_K) - log p(z_0)] + [log N(rho_K) - log N(gamma_0)]``: what the Hamiltonian flow
             adds to the VAE bound (exactly 0 when ``n_leapfrog=0``).
         z: ``(B, latent_channels, s, s)`` the latent after the flow, ``z_K``.
+
+    Fields after ``loss`` default to ``None`` only so that the output can be rebuilt from a dict, as Accelerate's
+    mixed-precision wrapper does (``type(output)(dict)``); the model always fills every field.
     """
 
     loss: torch.Tensor
-    elbo: torch.Tensor
-    image_log_likelihood: torch.Tensor
-    mask_log_likelihood: torch.Tensor
-    kl: torch.Tensor
-    flow_gain: torch.Tensor
-    z: torch.Tensor
+    elbo: torch.Tensor | None = None
+    image_log_likelihood: torch.Tensor | None = None
+    mask_log_likelihood: torch.Tensor | None = None
+    kl: torch.Tensor | None = None
+    flow_gain: torch.Tensor | None = None
+    z: torch.Tensor | None = None
+
+
+def at_least_float32(tensor: torch.Tensor) -> torch.Tensor:
+    """Promote half-precision network outputs (under bf16/fp16 autocast) to float32.
+
+    The latent arithmetic of the flow and the per-pixel log-likelihood sums must stay in float32: bf16 keeps 8 bits of
+    mantissa, so a leapfrog update ``eps * momentum`` with ``eps ~ 1e-3`` added to ``z ~ 1`` would round away.
+    """
+    return tensor.float() if tensor.dtype in (torch.float16, torch.bfloat16) else tensor
 
 
 def split_decoder_logits(logits: torch.Tensor, image_channels: int) -> HVAEDecoderOutput:
-    """Split joint decoder logits into images (sigmoid, in ``[0, 1]``) and mask logits."""
+    """Split joint decoder logits into images (sigmoid, in ``[0, 1]``) and mask logits (at least float32)."""
+    logits = at_least_float32(logits)
     image_logits, mask_logits = logits[:, :image_channels], logits[:, image_channels:]
     return HVAEDecoderOutput(images=torch.sigmoid(image_logits), mask_logits=mask_logits, image_logits=image_logits)
+
+
+# Under gradient checkpointing, each evaluation of the exact flow is recomputed in backward this many samples at a
+# time: at 128 x 128 this keeps the step's peak memory below a plain VAE's and, on CPU, is faster than whole-batch
+# recomputation (BENCHMARKS.md, "Gradient checkpointing").
+DEFAULT_FLOW_CHECKPOINT_CHUNK_SIZE = 4
 
 
 class HVAEModel(ModelMixin, ConfigMixin):
@@ -122,8 +142,8 @@ class HVAEModel(ModelMixin, ConfigMixin):
             ``"detached"`` treats ``grad U`` as a constant: cheaper, but a *biased* gradient estimator.
 
     Gradient checkpointing (``enable_gradient_checkpointing()``) recomputes encoder and decoder blocks in backward and,
-    for the exact flow, each whole evaluation of ``U`` and ``grad U``; gradients are unchanged (see BENCHMARKS.md for
-    what it saves and costs).
+    for the exact flow, each evaluation of ``U`` and ``grad U``, ``flow_checkpoint_chunk_size`` samples at a time;
+    gradients are unchanged (see BENCHMARKS.md for what it saves and costs).
     """
 
     _supports_gradient_checkpointing = True
@@ -154,6 +174,7 @@ class HVAEModel(ModelMixin, ConfigMixin):
         # Set, with `_gradient_checkpointing_func`, by diffusers' `enable_gradient_checkpointing()`: switches the
         # checkpointing of the flow's evaluations (the encoder and decoder carry their own switch).
         self.gradient_checkpointing = False
+        self._flow_checkpoint_chunk_size: int | None = DEFAULT_FLOW_CHECKPOINT_CHUNK_SIZE
         _check_config(
             image_channels, mask_channels, sample_size, block_out_channels, attention_levels, layers_per_block,
             latent_channels, n_leapfrog, step_size, max_step_size, beta_zero, learn_beta_zero, image_likelihood,
@@ -208,6 +229,10 @@ class HVAEModel(ModelMixin, ConfigMixin):
         )
         return inputs.to(self.dtype), class_ids
 
+    def _posterior(self, inputs: torch.Tensor) -> DiagonalGaussianDistribution:
+        """``q(z | x, m)`` from the encoder's input channels, in at least float32 (see :func:`at_least_float32`)."""
+        return DiagonalGaussianDistribution(at_least_float32(self.encoder(inputs)))
+
     def encode(self, images: torch.Tensor, masks: torch.Tensor, return_dict: bool = True) -> HVAEEncoderOutput | tuple:
         """Encode (image, mask) pairs into the diagonal Gaussian posterior ``q(z | x, m)``.
 
@@ -218,7 +243,7 @@ class HVAEModel(ModelMixin, ConfigMixin):
             return_dict: Return an :class:`HVAEEncoderOutput` rather than a tuple.
         """
         inputs, _ = self._encoder_inputs(images, masks)
-        posterior = DiagonalGaussianDistribution(self.encoder(inputs))
+        posterior = self._posterior(inputs)
         return HVAEEncoderOutput(latent_dist=posterior) if return_dict else (posterior,)
 
     def decode(self, z: torch.Tensor, return_dict: bool = True) -> HVAEDecoderOutput | tuple:
@@ -276,13 +301,37 @@ class HVAEModel(ModelMixin, ConfigMixin):
         # would free nothing there. The blocks inside such an evaluation are then not checkpointed a second time.
         checkpoint_steps = self.gradient_checkpointing and create_graph and betas.shape[0] > 1
 
-        def potential(z: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-            image_term, mask_term = self._log_likelihoods(z, images, class_ids, checkpoint_blocks=not checkpoint_steps)
+        def potential(
+            z: torch.Tensor, rows: slice = slice(None)
+        ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+            image_term, mask_term = self._log_likelihoods(
+                z, images[rows], class_ids[rows], checkpoint_blocks=not checkpoint_steps
+            )
             return -(image_term + mask_term + standard_normal_log_density(z)), (image_term, mask_term)
 
-        checkpoint_fn = self._gradient_checkpointing_func if checkpoint_steps else None
+        checkpoint_fn = self._checkpoint_evaluation if checkpoint_steps else None
         flow = hamiltonian_flow(z0, momentum0, potential, self.leapfrog_step_size(), betas, create_graph, checkpoint_fn)
         return z0, gamma0, flow
+
+    @property
+    def flow_checkpoint_chunk_size(self) -> int | None:
+        """Samples per recomputed chunk of each flow evaluation under gradient checkpointing (default 4; ``None``: the
+        whole batch). Smaller chunks lower the peak memory of the exact HVAE; gradients are unchanged."""
+        return self._flow_checkpoint_chunk_size
+
+    @flow_checkpoint_chunk_size.setter
+    def flow_checkpoint_chunk_size(self, chunk_size: int | None) -> None:
+        if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
+            raise ValueError(f"`flow_checkpoint_chunk_size` must be a positive integer or None, got {chunk_size!r}")
+        self._flow_checkpoint_chunk_size = chunk_size
+
+    def _checkpoint_evaluation(
+        self, potential_fn: Callable[..., Any], z: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
+        """The flow's ``checkpoint_fn``: one evaluation of ``U`` and ``grad U`` that keeps no graph, recomputed in
+        backward in chunks of ``flow_checkpoint_chunk_size`` samples (see :mod:`hvae_pipeline.checkpointing`)."""
+        parameters = [parameter for parameter in self.parameters() if parameter.requires_grad]
+        return checkpointed_potential_and_gradient(potential_fn, z, parameters, self.flow_checkpoint_chunk_size)
 
     # --------------------------------------------------------------------------------------------------- forward
     def forward(
@@ -311,7 +360,7 @@ class HVAEModel(ModelMixin, ConfigMixin):
             raise ValueError(f"`n_leapfrog` must be >= 0, got {n_leapfrog}")
         inputs, class_ids = self._encoder_inputs(images, masks)
         images = inputs[:, : self.config.image_channels]
-        posterior = DiagonalGaussianDistribution(self.encoder(inputs))
+        posterior = self._posterior(inputs)
         create_graph = self.config.flow_gradient == "exact" and torch.is_grad_enabled()
         z0, gamma0, flow = self._flow_from_posterior(images, class_ids, posterior, generator, create_graph, n_leapfrog)
         image_term, mask_term = flow.aux
@@ -359,7 +408,7 @@ class HVAEModel(ModelMixin, ConfigMixin):
             raise ValueError(f"`n_samples` must be >= 1, got {n_samples}")
         inputs, class_ids = self._encoder_inputs(images, masks)
         images = inputs[:, : self.config.image_channels]
-        posterior = DiagonalGaussianDistribution(self.encoder(inputs))
+        posterior = self._posterior(inputs)
         log_weights = []
         for _ in range(n_samples):
             z0, gamma0, flow = self._flow_from_posterior(images, class_ids, posterior, generator, create_graph=False)

@@ -37,13 +37,16 @@ class LSGANOutput(BaseOutput):
         discriminator_loss: ``0.5 E[(D(x) - 1)^2] + 0.5 E[D(G(z))^2]``.
         real_score: Mean discriminator output on real pairs (target 1).
         fake_score: Mean discriminator output on generated pairs (target 0).
+
+    Fields after ``loss`` default to ``None`` only so that Accelerate's mixed-precision wrapper can rebuild the output
+    from a dict; the model always fills every field.
     """
 
     loss: torch.Tensor
-    generator_loss: torch.Tensor
-    discriminator_loss: torch.Tensor
-    real_score: torch.Tensor
-    fake_score: torch.Tensor
+    generator_loss: torch.Tensor | None = None
+    discriminator_loss: torch.Tensor | None = None
+    real_score: torch.Tensor | None = None
+    fake_score: torch.Tensor | None = None
 
 
 class Discriminator(nn.Module):

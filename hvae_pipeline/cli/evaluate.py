@@ -1,4 +1,4 @@
-"""``hvae-evaluate``: compare generators by downstream segmentation (augmentation) and by image quality.
+"""``hvae-evaluate``: compare generators by downstream segmentation (augmentation), image quality and likelihood.
 
 Downstream augmentation (paper protocol: U-Net, Dice loss, RMSprop 1e-4, batch 32, 40 epochs, 5 seeds)::
 
@@ -11,7 +11,11 @@ Image quality (PSNR/SSIM/FID/MS-SSIM/JSD)::
 
     hvae-evaluate image-quality --generator HVAE=... --data brats ... --test-patients ... --out results/brats
 
-Both commands resume: finished runs recorded in ``OUT/runs/`` are not redone, and the reports are rebuilt.
+Held-out log-likelihood of HVAE/VAE generators (importance-sampled log p(x, m) and ELBO)::
+
+    hvae-evaluate likelihood --generator HVAE=... --generator VAE=... --data brats ... --test-patients ... --out ...
+
+All commands resume: finished runs recorded in ``OUT/runs/`` are not redone, and the reports are rebuilt.
 """
 
 from __future__ import annotations
@@ -44,17 +48,21 @@ def _add_data_arguments(parser: argparse.ArgumentParser, train_required: bool) -
     group.add_argument("--note", default="", help='label shown on the reports, e.g. "SYNTHETIC HECKTOR-layout data"')
 
 
-def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
+def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--generator", action="append", default=[], metavar="NAME=PATH",
                         help="a generator: saved pipeline folder (HVAE, VAE or LSGAN) or 'bundled'; repeatable")
     parser.add_argument("--out", type=Path, required=True, help="output folder (reused to resume)")
+    parser.add_argument("--num-threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_output_arguments(parser)
     sampling = parser.add_argument_group("synthetic sampling (paper: threshold 0.5, mask area > 200 px)")
     sampling.add_argument("--min-mask-area", type=int, default=201,
                           help="keep samples whose mask has >= this many px (201 = the paper's > 200 px)")
     sampling.add_argument("--mask-threshold", type=float, default=0.5, help="mask probability threshold (0.5)")
     sampling.add_argument("--sampling-batch-size", type=int, default=32, help="latents decoded per pass (32)")
-    parser.add_argument("--num-threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,21 +100,32 @@ def build_parser() -> argparse.ArgumentParser:
     metrics.add_argument("--diversity-pairs", type=int, default=1000, help="MS-SSIM diversity pairs (1000)")
     metrics.add_argument("--area-bin-width", type=int, default=25, help="tumour-area bin width, px (25)")
     metrics.add_argument("--area-bins-start", type=int, default=200, help="first tumour-area bin edge, px (200)")
+
+    likelihood = commands.add_parser(
+        "likelihood", help="held-out log p(x, m) and ELBO of HVAE/VAE generators",
+        description="Importance-sampled log p(x, m) and the ELBO of each HVAE or VAE generator on the real test "
+                    "slices, with paired differences. Writes OUT/likelihood.{json,md}.")
+    _add_output_arguments(likelihood)
+    _add_data_arguments(likelihood, train_required=False)
+    estimate = likelihood.add_argument_group("estimator")
+    estimate.add_argument("--num-importance-samples", type=int, default=64, help="samples per slice (64)")
+    estimate.add_argument("--seed", type=int, default=0, help="seed of the posterior and momentum draws (0)")
+    estimate.add_argument("--batch-size", type=int, default=16, help="test slices per model call (16)")
     return parser
 
 
 def _run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..evaluation import (AugmentationGrid, ImageQualitySettings, RealDataSpec, SamplingSettings, UNetSettings,
-                              load_real_split, parse_generator, run_augmentation, run_image_quality)
+    from ..evaluation import (AugmentationGrid, ImageQualitySettings, LikelihoodSettings, RealDataSpec,
+                              SamplingSettings, UNetSettings, load_real_split, parse_generator, run_augmentation,
+                              run_image_quality, run_likelihood)
 
     if args.num_threads is not None:
         if args.num_threads < 1:
             raise ValueError(f"--num-threads must be >= 1, got {args.num_threads}")
         torch.set_num_threads(args.num_threads)
     generators = [parse_generator(text) for text in args.generator]
-    sampling = SamplingSettings(args.min_mask_area, args.mask_threshold, args.sampling_batch_size)
     spec = RealDataSpec(
         kind=args.data, train_patients=tuple(args.train_patients), test_patients=tuple(args.test_patients),
         root=args.root, image_glob=args.image_glob, label_glob=args.label_glob,
@@ -119,6 +138,16 @@ def _run(args: argparse.Namespace) -> int:
         from diffusers.utils import logging as diffusers_logging
 
         diffusers_logging.disable_progress_bar()  # the "Loading pipeline components" bars
+    if args.command == "likelihood":
+        settings = LikelihoodSettings(args.num_importance_samples, args.seed, args.batch_size)
+        real = load_real_split(spec)
+        print(f"Real data: {real.description}")
+        outcome = run_likelihood(real, spec, generators, args.out, settings, progress)
+        print(f"{outcome.scored_generators} generators scored, {outcome.skipped_generators} already finished (skipped)")
+        print((args.out / "likelihood.md").read_text())
+        print(f"Reports: {', '.join(str(path) for path in outcome.files.values())}")
+        return 0
+    sampling = SamplingSettings(args.min_mask_area, args.mask_threshold, args.sampling_batch_size)
     if args.command == "augmentation":
         if args.num_seeds < 1:
             raise ValueError(f"--num-seeds must be >= 1, got {args.num_seeds}")

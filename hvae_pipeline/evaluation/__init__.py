@@ -6,6 +6,7 @@
 - :mod:`.segmentation`: the paper's U-Net protocol (Dice loss, RMSprop) and per-slice DSC.
 - :mod:`.augmentation`: DSC vs number of synthetic pairs, resumable grid over generators, N and seeds.
 - :mod:`.image_quality`: PSNR/SSIM (unpaired), FID, MS-SSIM diversity, tumour-area JSD per generator.
+- :mod:`.likelihood`: held-out importance-sampled ``log p(x, m)`` and ELBO of HVAE/VAE generators.
 - :mod:`.records`, :mod:`.reporting`: atomic per-run records, markdown tables and plots.
 
 The command line is ``hvae-evaluate`` (:mod:`hvae_pipeline.cli.evaluate`). The U-Net and SSIM metrics need the
@@ -15,6 +16,7 @@ The command line is ``hvae-evaluate`` (:mod:`hvae_pipeline.cli.evaluate`). The U
 from .augmentation import DEFAULT_COUNTS, DEFAULT_NUM_SEEDS, AugmentationGrid, AugmentationOutcome, run_augmentation
 from .generators import GeneratorSpec, parse_generator
 from .image_quality import ImageQualityOutcome, ImageQualitySettings, run_image_quality
+from .likelihood import LikelihoodOutcome, LikelihoodSettings, run_likelihood
 from .real_data import RealDataSpec, RealSplit, load_real_split
 from .records import SettingsMismatch
 from .segmentation import UNetSettings
@@ -29,6 +31,8 @@ __all__ = [
     "GeneratorSpec",
     "ImageQualityOutcome",
     "ImageQualitySettings",
+    "LikelihoodOutcome",
+    "LikelihoodSettings",
     "RealDataSpec",
     "RealSplit",
     "SamplingSettings",
@@ -38,4 +42,5 @@ __all__ = [
     "parse_generator",
     "run_augmentation",
     "run_image_quality",
+    "run_likelihood",
 ]

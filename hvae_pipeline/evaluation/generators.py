@@ -101,3 +101,13 @@ def check_image_shape(spec: GeneratorSpec, real_shape: tuple[int, ...]) -> None:
             f"{tuple(real_shape)}; "
             "load the real data at the generator's size (--size) and modalities"
         )
+
+
+def check_generators(generators: list[GeneratorSpec], image_shape: tuple[int, ...]) -> None:
+    """Raise ``ValueError`` unless there is at least one generator, names are distinct and every generator makes
+    images of ``image_shape`` ``(C, H, W)``."""
+    if not generators:
+        raise ValueError("give at least one generator (--generator NAME=PATH)")
+    check_distinct_names(generators)
+    for generator in generators:
+        check_image_shape(generator, image_shape)

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from ..metrics import (InceptionFeatureExtractor, feature_statistics, frechet_distance, ms_ssim_diversity,
                        tumour_area_jsd, unpaired_psnr_ssim)
 from ..metrics.ssim import MS_SSIM_WEIGHTS
-from .generators import GeneratorSpec, check_distinct_names, check_image_shape
+from .generators import GeneratorSpec, check_generators
 from .real_data import RealDataSpec, RealSplit
 from .records import RecordStore, write_json_atomically, write_text_atomically
 from .reporting import image_quality_markdown
@@ -160,11 +160,7 @@ def run_image_quality(
         ValueError: no generator, repeated names, a generator's image shape differs from the real slices'.
         SettingsMismatch: ``out_dir`` holds a finished record made with other settings.
     """
-    if not generators:
-        raise ValueError("give at least one generator (--generator NAME=PATH)")
-    check_distinct_names(generators)
-    for generator in generators:
-        check_image_shape(generator, real.test_images.shape[1:])
+    check_generators(generators, tuple(real.test_images.shape[1:]))
     out_dir = Path(out_dir)
     store = RecordStore(out_dir / "runs")
     sources = {g.name: SyntheticPairs(g, sampling, out_dir / "synthetic", progress) for g in generators}

@@ -38,6 +38,18 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # kB on Linux
 
 
+def parse_contender(text: str) -> tuple[str, str]:
+    """Split ``"exact-ckpt@N"`` into its contender and chunk suffix (``"N"``, ``"all"`` or ``""``).
+
+    Raises:
+        ValueError: an unknown contender, or a suffix other than a number or ``all`` or on a non-checkpointed one.
+    """
+    name, _, chunk = text.partition("@")
+    if name not in CONTENDERS or chunk and not (name.endswith("-ckpt") and (chunk == "all" or chunk.isdigit())):
+        raise ValueError(text)
+    return name, chunk
+
+
 def peak_gb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 1024**3
@@ -56,7 +68,7 @@ def worker(contender: str, network: str, size: int, batch: int, n_leapfrog: int,
         def loss_fn() -> torch.Tensor:
             return model(inputs).loss
     else:
-        name, _, chunk_size = contender.partition("@")
+        name, chunk_size = parse_contender(contender)
         k = 0 if name.startswith("vae") else n_leapfrog
         model = build_model(network, size, k, flow_gradient="detached" if name == "detached" else "exact")
         if name.endswith("-ckpt"):
@@ -106,8 +118,12 @@ def main() -> None:
         return
 
     contenders = args.contenders.split(",")
-    unknown = {c for c in contenders if c.partition("@")[0] not in CONTENDERS
-               or "@" in c and not ("-ckpt@" in c and (c.partition("@")[2] == "all" or c.partition("@")[2].isdigit()))}
+    unknown = []
+    for contender in contenders:
+        try:
+            parse_contender(contender)
+        except ValueError:
+            unknown.append(contender)
     if unknown:
         parser.error(f"unknown contenders {sorted(unknown)}")
     print(f"machine: {machine()}")

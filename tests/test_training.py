@@ -119,9 +119,7 @@ def test_lsgan_trains_and_samples_through_the_same_pipeline(tmp_path):
 
 
 def test_lsgan_losses_reach_only_their_own_network():
-    torch.manual_seed(0)
-    model = LSGANModel(sample_size=16, block_out_channels=(8, 16), attention_levels=(False, True),
-                       num_attention_heads=2, attention_head_dim=4, norm_num_groups=4, discriminator_channels=(8, 16))
+    model = tiny_lsgan()
     images, masks = torch.rand(4, 1, 16, 16), (torch.rand(4, 16, 16) > 0.7).long()
     output = model(images, masks, generator=torch.Generator().manual_seed(0))
     generator_params = list(model.generator.parameters())
@@ -133,6 +131,48 @@ def test_lsgan_losses_reach_only_their_own_network():
                                                   allow_unused=True)
     assert all(g is None or g.abs().sum() == 0 for g in from_discriminator_loss)
     assert all(g is not None for g in torch.autograd.grad(output.generator_loss, generator_params, retain_graph=True))
+
+
+def tiny_lsgan(**overrides) -> LSGANModel:
+    torch.manual_seed(0)
+    return LSGANModel(sample_size=16, block_out_channels=(8, 16), attention_levels=(False, True),
+                      num_attention_heads=2, attention_head_dim=4, norm_num_groups=4, discriminator_channels=(8, 16),
+                      **overrides)
+
+
+@pytest.mark.parametrize("noise_std", [0.0, 0.1, 0.3])
+def test_lsgan_discriminator_sees_real_and_generated_pairs_with_instance_noise(noise_std):
+    model = tiny_lsgan(discriminator_noise_std=noise_std)
+    seen = []
+    model.discriminator.register_forward_pre_hook(lambda module, inputs: seen.append(inputs[0].detach()))
+    images, masks = torch.rand(64, 1, 16, 16), (torch.rand(64, 16, 16) > 0.7).long()
+    model(images, masks, generator=torch.Generator().manual_seed(0))
+    generated_for_generator, real, generated_for_discriminator = seen  # order of the calls in forward
+    real_pairs = torch.cat([images, masks[:, None].float()], dim=1)
+    noise = real - real_pairs
+    if noise_std == 0:
+        assert torch.equal(noise, torch.zeros_like(noise))
+    else:
+        assert noise.mean().abs() < 0.05 * noise_std and abs(noise.std().item() - noise_std) < 0.02 * noise_std
+    # The generator is scored on exactly the pairs the discriminator is trained against.
+    assert torch.equal(generated_for_generator, generated_for_discriminator)
+
+
+def test_lsgan_rejects_negative_instance_noise():
+    with pytest.raises(ValueError, match="discriminator_noise_std"):
+        tiny_lsgan(discriminator_noise_std=-0.1)
+
+
+def test_lsgan_discriminator_layers_are_spectrally_normalised():
+    model = tiny_lsgan()
+    images, masks = torch.rand(8, 1, 16, 16), (torch.rand(8, 16, 16) > 0.7).long()
+    for step in range(30):  # one power iteration per call: let the estimate converge
+        model(images, masks, generator=torch.Generator().manual_seed(step))
+    layers = [m for m in model.discriminator.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    assert len(layers) == 4
+    for layer in layers:
+        largest_singular_value = torch.linalg.matrix_norm(layer.weight.detach().flatten(1), ord=2)
+        assert 0.9 < largest_singular_value < 1.05
 
 
 class ExplodingRun(train_hvae.HVAERun):

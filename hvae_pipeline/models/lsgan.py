@@ -21,6 +21,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 from torch.func import functional_call
+from torch.nn.utils.parametrizations import spectral_norm
 
 from ..validation import pair_to_channels
 from .blocks import Decoder
@@ -50,21 +51,23 @@ class LSGANOutput(BaseOutput):
 
 
 class Discriminator(nn.Module):
-    """Strided convolutions (GroupNorm, LeakyReLU) then global average pooling to one least-squares score."""
+    """Spectrally normalised strided convolutions (LeakyReLU), global average pooling, one least-squares score.
 
-    def __init__(self, in_channels: int, channels: Sequence[int], norm_num_groups: int) -> None:
+    Spectral normalisation (Miyato et al., ICLR 2018) bounds the discriminator's Lipschitz constant, the usual
+    remedy for a discriminator that wins too fast: with GroupNorm in its place, ours scored real BraTS pairs ~1 and
+    generated ones ~0 from step 20 on. Normalisation layers are left out because they would undo the bound.
+    """
+
+    def __init__(self, in_channels: int, channels: Sequence[int]) -> None:
         super().__init__()
-        layers: list[nn.Module] = [nn.Conv2d(in_channels, channels[0], kernel_size=3, padding=1), nn.LeakyReLU(0.2)]
+        layers: list[nn.Module] = [spectral_norm(nn.Conv2d(in_channels, channels[0], kernel_size=3, padding=1)),
+                                   nn.LeakyReLU(0.2)]
         previous = channels[0]
         for width in channels:
-            layers += [
-                nn.Conv2d(previous, width, kernel_size=4, stride=2, padding=1),
-                nn.GroupNorm(norm_num_groups, width),
-                nn.LeakyReLU(0.2),
-            ]
+            layers += [spectral_norm(nn.Conv2d(previous, width, kernel_size=4, stride=2, padding=1)), nn.LeakyReLU(0.2)]
             previous = width
         self.features = nn.Sequential(*layers)
-        self.score = nn.Linear(previous, 1)
+        self.score = spectral_norm(nn.Linear(previous, 1))
 
     def forward(self, pairs: torch.Tensor) -> torch.Tensor:
         return self.score(self.features(pairs).mean(dim=(2, 3)))[:, 0]
@@ -83,8 +86,13 @@ class LSGANModel(ModelMixin, ConfigMixin):
         latent_channels: Channels of the latent map ``z`` (shape as the HVAE's latent).
         num_attention_heads: Heads of the generator's attention.
         attention_head_dim: Channels per attention head.
-        norm_num_groups: Groups of every GroupNorm.
+        norm_num_groups: Groups of the generator's GroupNorms.
         discriminator_channels: Widths of the discriminator's strided convolutions.
+        discriminator_noise_std: Standard deviation of the Gaussian "instance noise" added to real and generated pairs
+            before the discriminator scores them (0 disables it). Real masks are exactly 0/1 and real backgrounds
+            exactly 0, generated ones never are; without noise the discriminator separates them by value alone, wins
+            within a few dozen steps and leaves the generator no gradient (seen on BraTS at 128 x 128). Noise makes
+            the two distributions overlap (Sonderby et al. 2017, "Amortised MAP inference for image super-resolution").
     """
 
     @register_to_config
@@ -101,8 +109,11 @@ class LSGANModel(ModelMixin, ConfigMixin):
         attention_head_dim: int = 32,
         norm_num_groups: int = 8,
         discriminator_channels: Sequence[int] = (32, 64, 128, 128),
+        discriminator_noise_std: float = 0.1,
     ) -> None:
         super().__init__()
+        if discriminator_noise_std < 0:
+            raise ValueError(f"`discriminator_noise_std` must be >= 0, got {discriminator_noise_std}")
         if len(attention_levels) != len(block_out_channels):
             raise ValueError("`attention_levels` must have one entry per level of `block_out_channels`")
         if sample_size % 2 ** (len(block_out_channels) - 1) != 0:
@@ -117,7 +128,7 @@ class LSGANModel(ModelMixin, ConfigMixin):
             attention_head_dim=attention_head_dim,
             norm_num_groups=norm_num_groups,
         )
-        self.discriminator = Discriminator(image_channels + mask_channels, discriminator_channels, norm_num_groups)
+        self.discriminator = Discriminator(image_channels + mask_channels, discriminator_channels)
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
@@ -140,6 +151,13 @@ class LSGANModel(ModelMixin, ConfigMixin):
             mask_planes = decoded.mask_logits.softmax(dim=1)
         return torch.cat([decoded.images, mask_planes], dim=1)
 
+    def _noisy(self, pairs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """``pairs`` plus the discriminator's instance noise (``discriminator_noise_std``)."""
+        std = self.config.discriminator_noise_std
+        if std == 0:
+            return pairs
+        return pairs + std * randn_tensor(pairs.shape, generator=generator, device=pairs.device, dtype=pairs.dtype)
+
     def forward(
         self, images: torch.Tensor, masks: torch.Tensor, generator: torch.Generator | None = None,
         return_dict: bool = True,
@@ -153,14 +171,15 @@ class LSGANModel(ModelMixin, ConfigMixin):
         Args:
             images: ``(B, image_channels, H, W)`` real images in ``[0, 1]``.
             masks: ``(B, H, W)`` real masks (0/1 or class ids).
-            generator: Random generator for the latents.
+            generator: Random generator for the latents and the instance noise.
             return_dict: Return an :class:`LSGANOutput` rather than a tuple.
         """
         config = self.config
         real, _ = pair_to_channels(images, masks, config.image_channels, config.mask_channels, config.sample_size)
         real = real.to(self.dtype)
         z = randn_tensor((real.shape[0], *self.latent_shape), generator=generator, device=real.device, dtype=real.dtype)
-        fake = self._soft_pairs(self.decode(z))
+        fake = self._noisy(self._soft_pairs(self.decode(z)), generator)
+        real = self._noisy(real, generator)
         frozen = {name: parameter.detach() for name, parameter in self.discriminator.named_parameters()}
         generator_loss = 0.5 * (functional_call(self.discriminator, frozen, (fake,)) - 1).pow(2).mean()
         real_scores = self.discriminator(real)

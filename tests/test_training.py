@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hvae_pipeline import HVAEPipeline
+from hvae_pipeline import HVAEModel, HVAEPipeline
 from hvae_pipeline.models.lsgan import LSGANModel
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -21,7 +21,7 @@ sys.path.insert(0, str(REPOSITORY))
 
 from training import plot_stages, train_hvae, train_lsgan  # noqa: E402
 from training.config import ConfigError, load_config  # noqa: E402
-from training.loop import EXIT_NON_FINITE, EXIT_PUSH_FAILED, run_training  # noqa: E402
+from training.loop import EXIT_NON_FINITE, EXIT_PUSH_FAILED, initialise_from, run_training  # noqa: E402
 
 # 16 x 16 phantoms and a two-level network: each step takes a few milliseconds.
 TINY = ["model.sample_size=16", "data.size=16", "data.num_phantom_slices=48", "training.batch_size=8",
@@ -161,6 +161,27 @@ def test_lsgan_discriminator_sees_real_and_generated_pairs_with_instance_noise(n
 def test_lsgan_rejects_negative_instance_noise():
     with pytest.raises(ValueError, match="discriminator_noise_std"):
         tiny_lsgan(discriminator_noise_std=-0.1)
+
+
+def test_lsgan_generator_starts_from_a_vae_pipelines_decoder(tmp_path):
+    config = load_config("lsgan-phantom-tiny", TINY)
+    run = train_lsgan.LSGANRun(config)
+    hvae_arguments = {key: value for key, value in run.model_arguments().items()
+                      if key not in ("discriminator_channels", "discriminator_noise_std")}
+    vae = HVAEModel(**hvae_arguments, n_leapfrog=0, beta_zero=1.0)
+    HVAEPipeline(vae).save_pretrained(tmp_path / "vae")
+    lsgan = run.build_model()
+    fresh_discriminator = {name: tensor.clone() for name, tensor in lsgan.discriminator.state_dict().items()}
+    initialise_from(run, lsgan, tmp_path / "vae")
+    for name, tensor in vae.decoder.state_dict().items():
+        assert torch.equal(lsgan.generator.state_dict()[name], tensor), name
+    for name, tensor in lsgan.discriminator.state_dict().items():
+        assert torch.equal(tensor, fresh_discriminator[name]), name
+
+    wider = HVAEModel(**{**hvae_arguments, "block_out_channels": (8, 32)})
+    HVAEPipeline(wider).save_pretrained(tmp_path / "wider")
+    with pytest.raises(ValueError, match="training.init_from=.*wider.*do not fit"):
+        initialise_from(run, run.build_model(), tmp_path / "wider")
 
 
 def test_lsgan_discriminator_layers_are_spectrally_normalised():

@@ -71,6 +71,10 @@ class TrainingRun(ABC):
     @abstractmethod
     def build_model(self) -> torch.nn.Module: ...
 
+    def load_initial_weights(self, model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> None:
+        """Load ``training.init_from``'s weights into ``model``; by default the same architecture, every tensor."""
+        model.load_state_dict(weights)
+
     @abstractmethod
     def loss_terms(self, model, images, masks, generator, step) -> dict[str, torch.Tensor]:
         """Return at least ``{"loss": scalar}``; the other scalars are logged."""
@@ -242,7 +246,7 @@ def run_training(run: TrainingRun, resume: str | None, push_to_hub: str | None, 
 
     model = run.build_model()
     if settings["init_from"]:
-        initialise_from(model, Path(settings["init_from"]))
+        initialise_from(run, model, Path(settings["init_from"]))
     if settings["gradient_checkpointing"]:
         model.enable_gradient_checkpointing()
         if hasattr(model, "flow_checkpoint_chunk_size"):  # the HVAE; the LSGAN has no flow
@@ -383,8 +387,8 @@ def finish(accelerator) -> None:
         torch.distributed.destroy_process_group()
 
 
-def initialise_from(model: torch.nn.Module, pipeline_dir: Path) -> None:
-    """Copy the weights of a saved pipeline's model (same architecture) into ``model``."""
+def initialise_from(run: TrainingRun, model: torch.nn.Module, pipeline_dir: Path) -> None:
+    """Copy the weights of a saved pipeline's model into ``model`` (``run.load_initial_weights`` maps them)."""
     weights = pipeline_dir / "model" / "diffusion_pytorch_model.safetensors"
     if not weights.is_file():
         raise FileNotFoundError(f"training.init_from={pipeline_dir}: no {weights.relative_to(pipeline_dir)} there "
@@ -392,7 +396,7 @@ def initialise_from(model: torch.nn.Module, pipeline_dir: Path) -> None:
     from safetensors.torch import load_file
 
     try:
-        model.load_state_dict(load_file(weights))
+        run.load_initial_weights(model, load_file(weights))
     except RuntimeError as error:
         raise ValueError(f"training.init_from={pipeline_dir}: its weights do not fit this model ({error})") from error
 

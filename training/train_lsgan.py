@@ -29,6 +29,19 @@ class LSGANRun(TrainingRun):
     def build_model(self) -> LSGANModel:
         return LSGANModel(**self.model_arguments())
 
+    def load_initial_weights(self, model: LSGANModel, weights: dict[str, torch.Tensor]) -> None:
+        """An LSGAN pipeline's weights, or an HVAE/VAE pipeline's decoder as the generator (discriminator fresh).
+
+        Starting the generator from the decoder of the VAE warm start that the HVAE and the VAE also start from makes
+        the three baselines differ only by their last stage's objective.
+        """
+        decoder = {name.removeprefix("decoder."): tensor for name, tensor in weights.items()
+                   if name.startswith("decoder.")}
+        if decoder:
+            model.generator.load_state_dict(decoder)
+        else:
+            model.load_state_dict(weights)
+
     def loss_terms(self, model, images, masks, generator, step) -> dict[str, torch.Tensor]:
         output = model(images, masks, generator=generator)
         return {

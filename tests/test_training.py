@@ -184,6 +184,35 @@ def test_lsgan_generator_starts_from_a_vae_pipelines_decoder(tmp_path):
         initialise_from(run, run.build_model(), tmp_path / "wider")
 
 
+@pytest.mark.parametrize("warmup_steps", [0, 3])
+def test_lsgan_discriminator_warmup_freezes_the_generator(tmp_path, warmup_steps):
+    config = load_config("lsgan-phantom-tiny", TINY)
+    run = train_lsgan.LSGANRun(config)
+    vae_arguments = {key: value for key, value in run.model_arguments().items()
+                     if key not in ("discriminator_channels", "discriminator_noise_std")}
+    vae = HVAEModel(**vae_arguments, n_leapfrog=0, beta_zero=1.0)
+    HVAEPipeline(vae).save_pretrained(tmp_path / "vae")
+    out = tmp_path / "lsgan"
+    code = train_lsgan.main(["--config", "lsgan-phantom-tiny", *TINY, f"training.output_dir={out}",
+                             "training.max_steps=3", f"training.init_from={tmp_path / 'vae'}",
+                             "training.weight_decay=0", f"training.discriminator_warmup_steps={warmup_steps}"])
+    assert code == 0
+    trained = weights(out)
+    generator_unchanged = all(torch.equal(trained[f"generator.{name}"], tensor)
+                              for name, tensor in vae.decoder.state_dict().items())
+    assert generator_unchanged == (warmup_steps == 3)
+    assert all(float(row["discriminator_loss"]) > 0 for row in metrics(out))
+
+
+def test_lsgan_discriminator_gets_its_own_learning_rate():
+    run = train_lsgan.LSGANRun(load_config("lsgan-phantom-tiny", [*TINY, "training.discriminator_learning_rate=4e-4"]))
+    model = run.build_model()
+    generator_group, discriminator_group = run.parameter_groups(model)
+    assert "lr" not in generator_group and discriminator_group["lr"] == 4e-4
+    grouped = [id(p) for p in generator_group["params"] + discriminator_group["params"]]
+    assert sorted(grouped) == sorted(id(p) for p in model.parameters())
+
+
 def test_lsgan_discriminator_layers_are_spectrally_normalised():
     model = tiny_lsgan()
     images, masks = torch.rand(8, 1, 16, 16), (torch.rand(8, 16, 16) > 0.7).long()
@@ -252,6 +281,10 @@ def test_config_overrides_parse_yaml_values():
     config = load_config("cpu-128", ["training.adam_betas=[0.5, 0.9]", "training.ema_decay=null", "model.n_leapfrog=0"])
     assert config["training"]["adam_betas"] == [0.5, 0.9]
     assert config["training"]["ema_decay"] is None and config["model"]["n_leapfrog"] == 0
+    # PyYAML alone reads "4e-4" as a string (YAML 1.1 wants "4.0e-4"); an optimiser would then fail far away.
+    config = load_config("cpu-128", ["training.learning_rate=4e-4", "data.description=1e-4x"])
+    assert config["training"]["learning_rate"] == 4e-4
+    assert config["data"]["description"] == "1e-4x"
     with pytest.raises(ConfigError):
         load_config("cpu-128", ["data.no_such_key=1"])
 

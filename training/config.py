@@ -3,12 +3,28 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any, Sequence
 
 import yaml
 
 CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 with YAML 1.2's floats: ``1e-4`` is a number, not the string ``"1e-4"`` that PyYAML would give."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
 
 # Every key a config may hold, with its default. Unknown keys are errors (a typo must not be silently ignored).
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -47,6 +63,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "mixed_precision": "no",  # no | bf16 | fp16 (GPU only; CPUs stay in fp32)
         "ema_decay": None,  # e.g. 0.999; None disables EMA weights
         "vae_warmup_steps": 0,  # first steps with the flow off (n_leapfrog=0): a cheap warm start
+        "discriminator_learning_rate": None,  # LSGAN: the discriminator's own rate (TTUR); None: learning_rate
+        "discriminator_warmup_steps": 0,  # LSGAN: first steps train the discriminator only (generator frozen)
         "init_from": None,  # a saved pipeline folder whose weights start this run (e.g. a VAE warm-start run)
         "gradient_checkpointing": False,
         "flow_checkpoint_chunk_size": 4,  # with gradient_checkpointing: samples per recomputed chunk (null: batch)
@@ -85,7 +103,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     keys = path.lstrip("-").split(".")
     if len(keys) != 2:
         raise ConfigError(f"override {text!r}: the key must be section.key (section one of {sorted(DEFAULTS)})")
-    return keys, yaml.safe_load(raw)
+    return keys, _load_yaml(raw)
 
 
 def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
@@ -104,7 +122,7 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> dict[
             available = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
             raise ConfigError(f"config {path!r} not found (neither a file nor one of: {available})")
         try:
-            loaded = yaml.safe_load(candidate.read_text()) or {}
+            loaded = _load_yaml(candidate.read_text()) or {}
         except yaml.YAMLError as error:
             raise ConfigError(f"config file {candidate} is not valid YAML: {error}") from error
         if not isinstance(loaded, dict):

@@ -71,6 +71,10 @@ class TrainingRun(ABC):
     @abstractmethod
     def build_model(self) -> torch.nn.Module: ...
 
+    def parameter_groups(self, model: torch.nn.Module) -> list[dict[str, Any]]:
+        """The optimiser's parameter groups; a group without ``"lr"`` uses ``training.learning_rate``."""
+        return [{"params": [p for p in model.parameters() if p.requires_grad]}]
+
     def load_initial_weights(self, model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> None:
         """Load ``training.init_from``'s weights into ``model``; by default the same architecture, every tensor."""
         model.load_state_dict(weights)
@@ -253,7 +257,7 @@ def run_training(run: TrainingRun, resume: str | None, push_to_hub: str | None, 
             model.flow_checkpoint_chunk_size = settings["flow_checkpoint_chunk_size"]
     model.train()
     optimizer = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad],
+        run.parameter_groups(model),
         lr=settings["learning_rate"],
         betas=tuple(settings["adam_betas"]),
         weight_decay=settings["weight_decay"],

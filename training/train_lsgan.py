@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python training/train_lsgan.py` from a checkout
 
@@ -42,10 +42,21 @@ class LSGANRun(TrainingRun):
         else:
             model.load_state_dict(weights)
 
+    def parameter_groups(self, model: LSGANModel) -> list[dict[str, Any]]:
+        """Generator at ``training.learning_rate``, discriminator at ``training.discriminator_learning_rate``."""
+        discriminator_rate = self.config["training"]["discriminator_learning_rate"]
+        discriminator = {"params": list(model.discriminator.parameters())}
+        if discriminator_rate is not None:
+            discriminator["lr"] = discriminator_rate
+        return [{"params": list(model.generator.parameters())}, discriminator]
+
     def loss_terms(self, model, images, masks, generator, step) -> dict[str, torch.Tensor]:
         output = model(images, masks, generator=generator)
+        generator_weight = 0.0 if step < self.config["training"]["discriminator_warmup_steps"] else 1.0
         return {
-            "loss": output.loss,
+            # During the discriminator's warm-up the generator's loss is multiplied by 0 rather than dropped, so
+            # that every parameter still receives a (zero) gradient, as DDP requires.
+            "loss": generator_weight * output.generator_loss + output.discriminator_loss,
             "generator_loss": output.generator_loss,
             "discriminator_loss": output.discriminator_loss,
             "real_score": output.real_score,

@@ -34,10 +34,10 @@ class LSGANOutput(BaseOutput):
 
     Args:
         loss: ``generator_loss + discriminator_loss`` (each only reaches its own network's parameters).
-        generator_loss: ``0.5 E[(D(G(z)) - 1)^2]``.
+        generator_loss: ``0.5 E[(D(G(z)) - 1)^2]``, the expectation over samples and patch scores.
         discriminator_loss: ``0.5 E[(D(x) - 1)^2] + 0.5 E[D(G(z))^2]``.
-        real_score: Mean discriminator output on real pairs (target 1).
-        fake_score: Mean discriminator output on generated pairs (target 0).
+        real_score: Mean discriminator patch score on real pairs (target 1).
+        fake_score: Mean discriminator patch score on generated pairs (target 0).
 
     Fields after ``loss`` default to ``None`` only so that Accelerate's mixed-precision wrapper can rebuild the output
     from a dict; the model always fills every field.
@@ -51,11 +51,13 @@ class LSGANOutput(BaseOutput):
 
 
 class Discriminator(nn.Module):
-    """Spectrally normalised strided convolutions (LeakyReLU), global average pooling, one least-squares score.
+    """Spectrally normalised strided convolutions (LeakyReLU) ending in a map of least-squares scores, one per patch.
 
-    Spectral normalisation (Miyato et al., ICLR 2018) bounds the discriminator's Lipschitz constant, the usual
-    remedy for a discriminator that wins too fast: with GroupNorm in its place, ours scored real BraTS pairs ~1 and
-    generated ones ~0 from step 20 on. Normalisation layers are left out because they would undo the bound.
+    One score per patch (PatchGAN, Isola et al., CVPR 2017) rather than one per image: with a single score after
+    global average pooling, the generator warm-started from the VAE decoder drifted to all-black slices within 100
+    steps while the discriminator scored them like real ones (~0.5). Spectral normalisation (Miyato et al., ICLR 2018)
+    bounds the discriminator's Lipschitz constant: with GroupNorm in its place, the discriminator scored real BraTS
+    pairs ~1 and generated ones ~0 from step 20 on. Normalisation layers are left out because they would undo the bound.
     """
 
     def __init__(self, in_channels: int, channels: Sequence[int]) -> None:
@@ -66,11 +68,12 @@ class Discriminator(nn.Module):
         for width in channels:
             layers += [spectral_norm(nn.Conv2d(previous, width, kernel_size=4, stride=2, padding=1)), nn.LeakyReLU(0.2)]
             previous = width
-        self.features = nn.Sequential(*layers)
-        self.score = spectral_norm(nn.Linear(previous, 1))
+        layers.append(spectral_norm(nn.Conv2d(previous, 1, kernel_size=3, padding=1)))
+        self.layers = nn.Sequential(*layers)
 
     def forward(self, pairs: torch.Tensor) -> torch.Tensor:
-        return self.score(self.features(pairs).mean(dim=(2, 3)))[:, 0]
+        """Scores of shape ``(B, H / 2^levels, W / 2^levels)``; the losses average over patches and samples."""
+        return self.layers(pairs)[:, 0]
 
 
 class LSGANModel(ModelMixin, ConfigMixin):

@@ -163,13 +163,18 @@ def test_lsgan_rejects_negative_instance_noise():
         tiny_lsgan(discriminator_noise_std=-0.1)
 
 
+def save_vae_like_lsgan_generator(run: train_lsgan.LSGANRun, folder: Path, **changes) -> HVAEModel:
+    """Save a VAE pipeline whose decoder has the architecture of ``run``'s generator (up to ``changes``)."""
+    arguments = {key: value for key, value in run.model_arguments().items()
+                 if key not in ("discriminator_channels", "discriminator_noise_std")}
+    vae = HVAEModel(**{**arguments, **changes}, n_leapfrog=0, beta_zero=1.0)
+    HVAEPipeline(vae).save_pretrained(folder)
+    return vae
+
+
 def test_lsgan_generator_starts_from_a_vae_pipelines_decoder(tmp_path):
-    config = load_config("lsgan-phantom-tiny", TINY)
-    run = train_lsgan.LSGANRun(config)
-    hvae_arguments = {key: value for key, value in run.model_arguments().items()
-                      if key not in ("discriminator_channels", "discriminator_noise_std")}
-    vae = HVAEModel(**hvae_arguments, n_leapfrog=0, beta_zero=1.0)
-    HVAEPipeline(vae).save_pretrained(tmp_path / "vae")
+    run = train_lsgan.LSGANRun(load_config("lsgan-phantom-tiny", TINY))
+    vae = save_vae_like_lsgan_generator(run, tmp_path / "vae")
     lsgan = run.build_model()
     fresh_discriminator = {name: tensor.clone() for name, tensor in lsgan.discriminator.state_dict().items()}
     initialise_from(run, lsgan, tmp_path / "vae")
@@ -178,20 +183,14 @@ def test_lsgan_generator_starts_from_a_vae_pipelines_decoder(tmp_path):
     for name, tensor in lsgan.discriminator.state_dict().items():
         assert torch.equal(tensor, fresh_discriminator[name]), name
 
-    wider = HVAEModel(**{**hvae_arguments, "block_out_channels": (8, 32)})
-    HVAEPipeline(wider).save_pretrained(tmp_path / "wider")
+    save_vae_like_lsgan_generator(run, tmp_path / "wider", block_out_channels=(8, 32))
     with pytest.raises(ValueError, match="training.init_from=.*wider.*do not fit"):
         initialise_from(run, run.build_model(), tmp_path / "wider")
 
 
 @pytest.mark.parametrize("warmup_steps", [0, 3])
 def test_lsgan_discriminator_warmup_freezes_the_generator(tmp_path, warmup_steps):
-    config = load_config("lsgan-phantom-tiny", TINY)
-    run = train_lsgan.LSGANRun(config)
-    vae_arguments = {key: value for key, value in run.model_arguments().items()
-                     if key not in ("discriminator_channels", "discriminator_noise_std")}
-    vae = HVAEModel(**vae_arguments, n_leapfrog=0, beta_zero=1.0)
-    HVAEPipeline(vae).save_pretrained(tmp_path / "vae")
+    vae = save_vae_like_lsgan_generator(train_lsgan.LSGANRun(load_config("lsgan-phantom-tiny", TINY)), tmp_path / "vae")
     out = tmp_path / "lsgan"
     code = train_lsgan.main(["--config", "lsgan-phantom-tiny", *TINY, f"training.output_dir={out}",
                              "training.max_steps=3", f"training.init_from={tmp_path / 'vae'}",

@@ -1,0 +1,59 @@
+"""How large are the tumours that generators draw from the prior, before any mask-area rule?
+
+    .venv/bin/python scripts/tumour_areas.py HVAE=runs/cpu-128/pipeline LSGAN=runs/lsgan-cpu-128/pipeline \
+        [--num-samples 256] [--seed 0] [--real-config cpu-128-warmup]
+
+Per generator: median mask area (mask = sigmoid > 0.5), share of samples above 200 px and at least 50 px, and the
+median *expected* area (sum of mask probabilities, independent of the threshold). ``--real-config`` adds the same
+statistics of the real slices of a training config's patients. Binary masks only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `training` from a checkout
+
+from hvae_pipeline import HVAEPipeline  # noqa: E402
+
+
+def summary(name: str, areas: torch.Tensor, expected: torch.Tensor | None = None) -> str:
+    areas = areas.float()
+    line = (f"{name}: median area {areas.median():.0f} px, > 200 px {100 * (areas > 200).float().mean():.1f} %, "
+            f">= 50 px {100 * (areas >= 50).float().mean():.1f} %")
+    return line + (f", median expected area {expected.median():.0f} px" if expected is not None else "")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("generators", nargs="+", metavar="NAME=PIPELINE", help="saved pipelines to sample")
+    parser.add_argument("--num-samples", type=int, default=256)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--real-config", help="training config whose patients' real slices are summarised too")
+    arguments = parser.parse_args(argv)
+    for spec in arguments.generators:
+        name, separator, path = spec.partition("=")
+        if not separator or not Path(path).is_dir():
+            parser.error(f"generator {spec!r}: expected NAME=PIPELINE_FOLDER with an existing folder")
+        model = HVAEPipeline.from_pretrained(path).model.eval()
+        if model.config.mask_channels != 1:
+            parser.error(f"generator {name}: {model.config.mask_channels} mask channels; only binary masks are summarised")
+        z = torch.randn(arguments.num_samples, *model.latent_shape, generator=torch.Generator().manual_seed(arguments.seed))
+        with torch.inference_mode():
+            probabilities = torch.cat([torch.sigmoid(model.decode(chunk).mask_logits)[:, 0] for chunk in z.split(64)])
+        print(summary(name, (probabilities > 0.5).flatten(1).sum(1), probabilities.flatten(1).sum(1)))
+    if arguments.real_config:
+        from training.config import load_config
+        from training.data import load_slice_dataset
+
+        data = load_config(arguments.real_config)["data"]
+        print(summary(f"real ({arguments.real_config})", torch.tensor(load_slice_dataset(data, data["patients"])["tumour_area"])))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -267,6 +267,7 @@ def test_push_to_hub_offline_keeps_the_local_export(tmp_path, monkeypatch, capsy
         (["training.max_steps"], "must look like section.key=value"),
         (["optimiser.lr=3"], "unknown section 'optimiser'"),
         (["--config", "no-such-config"], "config 'no-such-config' not found"),
+        (["training.discriminator_warmup_steps=5"], "training.discriminator_warmup_steps=5 does not apply to the hvae"),
     ],
 )
 def test_bad_configuration_is_reported(arguments, message, capsys):
@@ -274,6 +275,11 @@ def test_bad_configuration_is_reported(arguments, message, capsys):
         arguments = ["--config", "phantom-tiny", *arguments]
     assert train_hvae.main(arguments) == 2
     assert message in capsys.readouterr().err
+
+
+def test_lsgan_trainer_refuses_hvae_only_settings(capsys):
+    assert train_lsgan.main(["--config", "lsgan-phantom-tiny", *TINY, "training.vae_warmup_steps=10"]) == 2
+    assert "training.vae_warmup_steps=10 does not apply to the lsgan trainer" in capsys.readouterr().err
 
 
 def test_config_overrides_parse_yaml_values():

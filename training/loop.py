@@ -21,7 +21,7 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
-from training.config import ConfigError, load_config
+from training.config import DEFAULTS, ConfigError, load_config
 from training.data import dataset_to_tensors, load_slice_dataset
 
 EXIT_NON_FINITE = 3
@@ -54,8 +54,14 @@ class TrainingRun(ABC):
     """What differs between trainers: the model, its loss terms, and its sampling pipeline."""
 
     kind = "generator"
+    # Keys of the shared `training` section that this trainer does not use: a non-default value is an error.
+    unused_training_keys: tuple[str, ...] = ()
 
     def __init__(self, config: dict[str, dict[str, Any]]) -> None:
+        for key in self.unused_training_keys:
+            if config["training"][key] != DEFAULTS["training"][key]:
+                raise ConfigError(f"training.{key}={config['training'][key]!r} does not apply to the {self.kind} "
+                                  "trainer: remove it")
         self.config = config
 
     def model_arguments(self) -> dict[str, Any]:
@@ -211,11 +217,11 @@ def command_line(run_class: type[TrainingRun], description: str, argv: Sequence[
     parser.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. training.max_steps=100")
     args = parser.parse_args(argv)
     try:
-        config = load_config(args.config, args.overrides)
+        run = run_class(load_config(args.config, args.overrides))
     except ConfigError as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 2
-    return run_training(run_class(config), args.resume_from_checkpoint, args.push_to_hub, args.stop_after_steps)
+    return run_training(run, args.resume_from_checkpoint, args.push_to_hub, args.stop_after_steps)
 
 
 def run_training(run: TrainingRun, resume: str | None, push_to_hub: str | None, stop_after_steps: int | None) -> int:

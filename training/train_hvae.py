@@ -28,6 +28,7 @@ class HVAERun(TrainingRun):
     """The HVAE objective: minimise -ELBO, with an optional VAE warm start (flow off)."""
 
     kind = "hvae"
+    unused_training_keys = ("discriminator_learning_rate", "discriminator_warmup_steps")
 
     def build_model(self) -> HVAEModel:
         return HVAEModel(**self.model_arguments())

@@ -53,11 +53,11 @@ class LSGANOutput(BaseOutput):
 class Discriminator(nn.Module):
     """Spectrally normalised strided convolutions (LeakyReLU) ending in a map of least-squares scores, one per patch.
 
-    One score per patch (PatchGAN, Isola et al., CVPR 2017) rather than one per image: with a single score after
-    global average pooling, the generator warm-started from the VAE decoder drifted to all-black slices within 100
-    steps while the discriminator scored them like real ones (~0.5). Spectral normalisation (Miyato et al., ICLR 2018)
-    bounds the discriminator's Lipschitz constant: with GroupNorm in its place, the discriminator scored real BraTS
-    pairs ~1 and generated ones ~0 from step 20 on. Normalisation layers are left out because they would undo the bound.
+    One score per patch (PatchGAN, Isola et al., CVPR 2017) gives the generator a signal per region instead of one
+    per image. Spectral normalisation (Miyato et al., ICLR 2018) bounds the discriminator's Lipschitz constant: with
+    GroupNorm in its place, the discriminator scored real BraTS pairs ~1 and generated ones ~0 from step 20 on;
+    normalisation layers are left out because they would undo the bound. Neither alone made BraTS training stable:
+    that took the recipe of ``training/configs/lsgan-cpu-128.yaml`` as well (RESULTS.md lists what failed).
     """
 
     def __init__(self, in_channels: int, channels: Sequence[int]) -> None:

@@ -19,6 +19,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `training` from a checkout
 
 from hvae_pipeline import HVAEPipeline  # noqa: E402
+from hvae_pipeline.pipeline import tumour_area  # noqa: E402
 
 
 def summary(name: str, areas: torch.Tensor, expected: torch.Tensor | None = None) -> str:
@@ -39,13 +40,14 @@ def main(argv: list[str] | None = None) -> int:
         name, separator, path = spec.partition("=")
         if not separator or not Path(path).is_dir():
             parser.error(f"generator {spec!r}: expected NAME=PIPELINE_FOLDER with an existing folder")
-        model = HVAEPipeline.from_pretrained(path).model.eval()
+        pipeline = HVAEPipeline.from_pretrained(path)
+        model = pipeline.model.eval()
         if model.config.mask_channels != 1:
             parser.error(f"generator {name}: {model.config.mask_channels} mask channels; only binary masks are summarised")
-        z = torch.randn(arguments.num_samples, *model.latent_shape, generator=torch.Generator().manual_seed(arguments.seed))
-        with torch.inference_mode():
-            probabilities = torch.cat([torch.sigmoid(model.decode(chunk).mask_logits)[:, 0] for chunk in z.split(64)])
-        print(summary(name, (probabilities > 0.5).flatten(1).sum(1), probabilities.flatten(1).sum(1)))
+        latents = pipeline.prior_latents(arguments.num_samples, torch.Generator().manual_seed(arguments.seed))
+        with torch.inference_mode():  # the mask probabilities are needed too, so decode here, not via decode_latents
+            probabilities = torch.cat([torch.sigmoid(model.decode(chunk).mask_logits)[:, 0] for chunk in latents.split(64)])
+        print(summary(name, tumour_area(probabilities > 0.5), probabilities.flatten(1).sum(1)))
     if arguments.real_config:
         from training.config import load_config
         from training.data import load_slice_dataset

@@ -26,9 +26,10 @@ _Loader.add_implicit_resolver(
 def _load_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
 
+
 # Every key a config may hold, with its default. Unknown keys are errors (a typo must not be silently ignored).
 DEFAULTS: dict[str, dict[str, Any]] = {
-    "model": {},  # HVAEModel constructor arguments (LSGAN: LSGANGenerator arguments)
+    "model": {},  # HVAEModel constructor arguments (LSGAN: LSGANModel arguments)
     "data": {
         "kind": "brats",  # brats | hecktor | pairs | phantom | disk
         "root": None,

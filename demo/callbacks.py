@@ -163,7 +163,8 @@ def interpolate_seeds(
     temperature: float,
     mask_threshold: float,
 ) -> GalleryItems:
-    """Frames along the great circle between the prior latents of two seeds (spherical interpolation).
+    """Frames along the great circle between the prior noise of two seeds (spherical interpolation), decoded through
+    the pipeline's default prior.
 
     Args:
         pipeline: The loaded pipeline.
@@ -179,10 +180,13 @@ def interpolate_seeds(
     num_frames = whole_number(num_frames, "Number of frames", 2, MAX_FRAMES)
     _check_temperature(temperature, smallest=0.05)
     _check_mask_threshold(mask_threshold)
-    start = pipeline.prior_latents(1, _generator(seed_a), float(temperature))[0]
-    end = pipeline.prior_latents(1, _generator(seed_b), float(temperature))[0]
+    # Interpolate the standard normal noise, then map it through the pipeline's prior: with a fitted prior the
+    # latents are not centred at 0, and the great circle belongs to the noise.
+    start = pipeline.prior_latents(1, _generator(seed_a), prior="standard")[0]
+    end = pipeline.prior_latents(1, _generator(seed_b), prior="standard")[0]
     fractions = np.linspace(0.0, 1.0, num_frames)
-    latents = torch.stack([spherical_interpolation(start, end, float(fraction)) for fraction in fractions])
+    noise = torch.stack([spherical_interpolation(start, end, float(fraction)) for fraction in fractions])
+    latents = pipeline.latents_from_noise(noise, float(temperature))
     images, masks = pipeline.decode_latents(latents, float(mask_threshold))
     images_np, masks_np = images.permute(0, 2, 3, 1).cpu().numpy(), masks.cpu().numpy()
     titles = {0: f"seed {int(seed_a)}", num_frames - 1: f"seed {int(seed_b)}"}

@@ -1,6 +1,14 @@
 """hvae-pipeline: paired medical image + tumour mask generation with a Hamiltonian VAE (diffusers-compatible)."""
 
-from .models import HVAEDecoderOutput, HVAEEncoderOutput, HVAEModel, HVAEOutput, LSGANModel
+from .models import (
+    GaussianLatentPrior,
+    HVAEDecoderOutput,
+    HVAEEncoderOutput,
+    HVAEModel,
+    HVAEOutput,
+    LSGANModel,
+    fit_latent_prior,
+)
 from .pipeline import HVAEPipeline, HVAEPipelineOutput, SamplingBudgetExceeded
 
 __version__ = "0.1.0"
@@ -11,6 +19,8 @@ __all__ = [
     "HVAEEncoderOutput",
     "HVAEDecoderOutput",
     "LSGANModel",
+    "GaussianLatentPrior",
+    "fit_latent_prior",
     "HVAEPipeline",
     "HVAEPipelineOutput",
     "SamplingBudgetExceeded",

@@ -19,9 +19,13 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from .hub import raise_clear_hub_error
+from .models.latent_prior import GaussianLatentPrior
 from .validation import as_class_ids, check_images
 
 OUTPUT_TYPES = ("pil", "np", "pt")
+# "standard": N(0, I), the paper's protocol; "fitted": the pipeline's GaussianLatentPrior; "auto": fitted when the
+# pipeline has one, else standard.
+PRIORS = ("auto", "standard", "fitted")
 
 
 @dataclass
@@ -61,13 +65,19 @@ class HVAEPipeline(DiffusionPipeline):
     Args:
         model: An :class:`~hvae_pipeline.models.HVAEModel` (or another generator with ``latent_shape`` and
             ``decode``, such as the LSGAN baseline).
+        latent_prior: Optional :class:`~hvae_pipeline.models.GaussianLatentPrior` fitted to the model's aggregate
+            posterior (``fit_latent_prior``); sampling uses it by default when present (see ``prior``).
     """
 
     model_cpu_offload_seq = "model"
+    _optional_components = ["latent_prior"]
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, latent_prior: GaussianLatentPrior | None = None) -> None:
         super().__init__()
-        self.register_modules(model=model)
+        if latent_prior is not None and tuple(latent_prior.latent_shape) != tuple(model.latent_shape):
+            raise ValueError(f"the latent prior's latent_shape {tuple(latent_prior.latent_shape)} differs from the "
+                             f"model's {tuple(model.latent_shape)}")
+        self.register_modules(model=model, latent_prior=latent_prior)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str, **kwargs: Any) -> "HVAEPipeline":
@@ -102,11 +112,44 @@ class HVAEPipeline(DiffusionPipeline):
 
     # ------------------------------------------------------------------------------------------------ sampling
     def prior_latents(
-        self, num_samples: int, generator: torch.Generator | None = None, temperature: float = 1.0
+        self, num_samples: int, generator: torch.Generator | None = None, temperature: float = 1.0,
+        prior: str = "auto",
     ) -> torch.Tensor:
-        """Draw ``num_samples`` latents from the prior ``N(0, temperature^2 I)``."""
+        """Draw ``num_samples`` latents from the prior (see :meth:`latents_from_noise` for ``temperature``, ``prior``)."""
         shape = (num_samples, *self.model.latent_shape)
-        return temperature * randn_tensor(shape, generator=generator, device=self.device, dtype=self.model.dtype)
+        noise = randn_tensor(shape, generator=generator, device=self.device, dtype=self.model.dtype)
+        return self.latents_from_noise(noise, temperature, prior)
+
+    def latents_from_noise(self, noise: torch.Tensor, temperature: float = 1.0, prior: str = "auto") -> torch.Tensor:
+        """Map standard normal ``noise`` ``(N, *latent_shape)`` to latents of the chosen prior.
+
+        Args:
+            noise: Draws of ``N(0, I)``.
+            temperature: Scale of the prior's spread (standard: ``N(0, t^2 I)``; fitted: ``mean + t L noise``).
+            prior: ``"standard"`` (``N(0, I)``, the paper's protocol), ``"fitted"`` (the pipeline's ``latent_prior``)
+                or ``"auto"`` (fitted when the pipeline has one).
+
+        Raises:
+            ValueError: An unknown ``prior``, or ``"fitted"`` for a pipeline without a fitted prior.
+        """
+        if self.resolve_prior(prior) == "fitted":
+            return self.latent_prior.from_standard_normal(temperature * noise).to(self.model.dtype)
+        return temperature * noise
+
+    def resolve_prior(self, prior: str = "auto") -> str:
+        """The prior that ``prior`` selects for this pipeline: ``"fitted"`` or ``"standard"``.
+
+        Raises:
+            ValueError: An unknown ``prior``, or ``"fitted"`` for a pipeline without a fitted prior.
+        """
+        if prior not in PRIORS:
+            raise ValueError(f"`prior` must be one of {PRIORS}, got {prior!r}")
+        has_fitted = getattr(self, "latent_prior", None) is not None
+        if prior == "fitted" and not has_fitted:
+            raise ValueError("prior='fitted' but this pipeline has no fitted latent prior; fit one with "
+                             "`python training/fit_latent_prior.py --pipeline FOLDER --config CONFIG`, or use "
+                             "prior='standard'")
+        return "fitted" if prior == "fitted" or (prior == "auto" and has_fitted) else "standard"
 
     @torch.inference_mode()
     def decode_latents(self, latents: torch.Tensor, mask_threshold: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
@@ -133,6 +176,7 @@ class HVAEPipeline(DiffusionPipeline):
         output_type: str = "pil",
         return_dict: bool = True,
         max_draws: int | None = None,
+        prior: str = "auto",
     ) -> HVAEPipelineOutput | tuple:
         """Sample (image, mask) pairs from the prior.
 
@@ -147,12 +191,16 @@ class HVAEPipeline(DiffusionPipeline):
             return_dict: Return an :class:`HVAEPipelineOutput` rather than ``(images, masks)``.
             max_draws: Bound on latents drawn when ``min_mask_area`` rejects samples (default
                 ``max(20 * num_samples, 1000)``).
+            prior: Where latents come from: ``"standard"`` ``N(0, I)`` (the paper's protocol), ``"fitted"`` (the
+                pipeline's fitted Gaussian, which draws tumours of realistic size from small-data models) or
+                ``"auto"`` (fitted when the pipeline has one).
 
         Raises:
             ValueError: On an invalid argument.
             SamplingBudgetExceeded: When fewer than ``num_samples`` pairs passed ``min_mask_area`` within ``max_draws``.
         """
         _check_call_arguments(num_samples, temperature, mask_threshold, min_mask_area, batch_size, output_type)
+        self.resolve_prior(prior)  # a bad `prior` fails before any drawing
         max_draws = max(20 * num_samples, 1000) if max_draws is None else max_draws
         kept_images: list[torch.Tensor] = []
         kept_masks: list[torch.Tensor] = []
@@ -168,7 +216,7 @@ class HVAEPipeline(DiffusionPipeline):
                 # would be decoded and thrown away.
                 wanted = batch_size if min_mask_area > 0 else num_samples - accepted
                 count = min(batch_size, wanted, max_draws - drawn)
-                latents = self.prior_latents(count, generator, temperature)
+                latents = self.prior_latents(count, generator, temperature, prior)
                 drawn += count
                 images, masks = self.decode_latents(latents, mask_threshold)
                 keep = tumour_area(masks) >= min_mask_area

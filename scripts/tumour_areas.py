@@ -1,11 +1,12 @@
 """How large are the tumours that generators draw from the prior, before any mask-area rule?
 
     .venv/bin/python scripts/tumour_areas.py HVAE=runs/cpu-128/pipeline LSGAN=runs/lsgan-cpu-128/pipeline \
-        [--num-samples 256] [--seed 0] [--real-config cpu-128-warmup]
+        [--num-samples 256] [--seed 0] [--prior auto|standard|fitted] [--real-config cpu-128-warmup]
 
 Per generator: median mask area (mask = sigmoid > 0.5), share of samples above 200 px and at least 50 px, and the
 median *expected* area (sum of mask probabilities, independent of the threshold). ``--real-config`` adds the same
-statistics of the real slices of a training config's patients. Binary masks only.
+statistics of the real slices of a training config's patients. ``--prior`` picks the latent prior as the pipeline
+does (``auto``: the fitted one when a pipeline has it). Binary masks only.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `training` from a checkout
 
 from hvae_pipeline import HVAEPipeline  # noqa: E402
-from hvae_pipeline.pipeline import tumour_area  # noqa: E402
+from hvae_pipeline.pipeline import PRIORS, tumour_area  # noqa: E402
 
 
 def summary(name: str, areas: torch.Tensor, expected: torch.Tensor | None = None) -> str:
@@ -34,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("generators", nargs="+", metavar="NAME=PIPELINE", help="saved pipelines to sample")
     parser.add_argument("--num-samples", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--prior", choices=PRIORS, default="auto", help="latent prior (see HVAEPipeline.__call__)")
     parser.add_argument("--real-config", help="training config whose patients' real slices are summarised too")
     arguments = parser.parse_args(argv)
     for spec in arguments.generators:
@@ -44,10 +46,15 @@ def main(argv: list[str] | None = None) -> int:
         model = pipeline.model.eval()
         if model.config.mask_channels != 1:
             parser.error(f"generator {name}: {model.config.mask_channels} mask channels; only binary masks are summarised")
-        latents = pipeline.prior_latents(arguments.num_samples, torch.Generator().manual_seed(arguments.seed))
+        try:
+            prior = pipeline.resolve_prior(arguments.prior)
+        except ValueError as error:
+            parser.error(f"generator {name}: {error}")
+        latents = pipeline.prior_latents(arguments.num_samples, torch.Generator().manual_seed(arguments.seed),
+                                         prior=prior)
         with torch.inference_mode():  # the mask probabilities are needed too, so decode here, not via decode_latents
             probabilities = torch.cat([torch.sigmoid(model.decode(chunk).mask_logits)[:, 0] for chunk in latents.split(64)])
-        print(summary(name, tumour_area(probabilities > 0.5), probabilities.flatten(1).sum(1)))
+        print(summary(f"{name} ({prior} prior)", tumour_area(probabilities > 0.5), probabilities.flatten(1).sum(1)))
     if arguments.real_config:
         from training.config import load_config
         from training.data import load_slice_dataset

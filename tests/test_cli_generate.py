@@ -11,7 +11,7 @@ import PIL.Image
 import pytest
 import torch
 
-from hvae_pipeline import HVAEModel, HVAEPipeline
+from hvae_pipeline import GaussianLatentPrior, HVAEModel, HVAEPipeline
 from hvae_pipeline.cli.generate import main
 
 
@@ -93,3 +93,25 @@ def test_missing_model_folder_is_reported(tmp_path, capsys):
     assert main(["--model", str(tmp_path / "missing"), "--num-samples", "1", "--out", str(tmp_path / "o")]) == 2
     assert "missing" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_prior_choice_is_applied_and_recorded(saved_pipeline, tmp_path, capsys):
+    assert main(["--model", str(saved_pipeline), "--num-samples", "1", "--out", str(tmp_path / "o"),
+                 "--prior", "fitted"]) == 2
+    assert "--prior fitted: " in capsys.readouterr().err and not (tmp_path / "o").exists()
+    pipeline = HVAEPipeline.from_pretrained(str(saved_pipeline))
+    shifted = GaussianLatentPrior(pipeline.model.latent_shape)
+    shifted.set_moments(torch.full_like(shifted.mean, 2.0), torch.eye(shifted.mean.numel()))
+    HVAEPipeline(pipeline.model, shifted).save_pretrained(tmp_path / "fitted")
+    written = {}
+    for prior in ("auto", "standard"):
+        out = tmp_path / prior
+        assert main(["--model", str(tmp_path / "fitted"), "--num-samples", "2", "--out", str(out), "--prior", prior]) == 0
+        assert json.loads((out / "manifest.json").read_text())["settings"]["prior_used"] == {"auto": "fitted"}.get(
+            prior, prior)
+        written[prior] = np.array(PIL.Image.open(out / read_manifest(out)[0]["image"]))
+    pipeline.set_progress_bar_config(disable=True)
+    expected = pipeline.decode_latents(2.0 + torch.randn(1, *pipeline.model.latent_shape,
+                                                         generator=torch.Generator().manual_seed(0)))[0]
+    np.testing.assert_array_equal(written["auto"], np.round(expected[0, 0].numpy() * 255))
+    assert not np.array_equal(written["auto"], written["standard"])

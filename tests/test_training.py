@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hvae_pipeline import HVAEModel, HVAEPipeline
+from hvae_pipeline import HVAEModel, HVAEPipeline, fit_latent_prior
 from hvae_pipeline.models.lsgan import LSGANModel
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -21,6 +21,7 @@ sys.path.insert(0, str(REPOSITORY))
 
 from training import plot_stages, train_hvae, train_lsgan  # noqa: E402
 from training.config import ConfigError, load_config  # noqa: E402
+from training.data import dataset_to_tensors, load_slice_dataset  # noqa: E402
 from training.loop import EXIT_NON_FINITE, EXIT_PUSH_FAILED, initialise_from, run_training  # noqa: E402
 
 # 16 x 16 phantoms and a two-level network: each step takes a few milliseconds.
@@ -56,9 +57,16 @@ def test_hvae_loss_goes_down_and_export_reloads(tmp_path):
     pipeline.set_progress_bar_config(disable=True)
     samples = pipeline(num_samples=3, generator=torch.Generator().manual_seed(0), output_type="np")
     assert samples.images.shape == (3, 16, 16, 1)
+    # The export carries the latent prior fitted to the training slices (all 48 phantoms) with the final weights.
+    assert pipeline.latent_prior.config.num_slices == 48 and pipeline.resolve_prior() == "fitted"
+    images, masks = dataset_to_tensors(load_slice_dataset(load_config("phantom-tiny", TINY)["data"], None))
+    refit = fit_latent_prior(pipeline.model, images, masks, progress=False)
+    assert torch.allclose(pipeline.latent_prior.mean, refit.mean, atol=1e-5)
+    assert torch.allclose(pipeline.latent_prior.scale_tril, refit.scale_tril, atol=1e-4)
     card = (out / "pipeline" / "README.md").read_text()
     assert "license: cc0" not in card.lower()  # licence is rendered from the data section, not a fixed value
     assert "CC0 (synthetic)" in card and "| steps | 40 |" in card and "K = 3 leapfrog steps" in card
+    assert "Sampling prior: a full-covariance Gaussian fitted to the aggregate posterior" in card
     assert (out / "pipeline" / "samples.png").is_file() and (out / "loss_curve.png").is_file()
     assert [p.name for p in (out / "checkpoints").iterdir()] and not list((out / "checkpoints").glob(".*"))
 
@@ -260,6 +268,14 @@ def test_push_to_hub_offline_keeps_the_local_export(tmp_path, monkeypatch, capsy
     assert reloaded.model.config.sample_size == 16
 
 
+def test_fitting_the_latent_prior_can_be_switched_off(tmp_path):
+    code = train_hvae.main(["--config", "phantom-tiny", *TINY, f"training.output_dir={tmp_path}",
+                            "training.max_steps=2", "training.fit_latent_prior=false"])
+    assert code == 0
+    assert HVAEPipeline.from_pretrained(tmp_path / "pipeline").latent_prior is None
+    assert "Sampling prior: N(0, I)." in (tmp_path / "pipeline" / "README.md").read_text()
+
+
 @pytest.mark.parametrize(
     "arguments, message",
     [
@@ -280,6 +296,8 @@ def test_bad_configuration_is_reported(arguments, message, capsys):
 def test_lsgan_trainer_refuses_hvae_only_settings(capsys):
     assert train_lsgan.main(["--config", "lsgan-phantom-tiny", *TINY, "training.vae_warmup_steps=10"]) == 2
     assert "training.vae_warmup_steps=10 does not apply to the lsgan trainer" in capsys.readouterr().err
+    assert train_lsgan.main(["--config", "lsgan-phantom-tiny", *TINY, "training.fit_latent_prior=false"]) == 2
+    assert "training.fit_latent_prior=False does not apply to the lsgan trainer" in capsys.readouterr().err
 
 
 def test_config_overrides_parse_yaml_values():

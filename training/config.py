@@ -66,6 +66,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "vae_warmup_steps": 0,  # first steps with the flow off (n_leapfrog=0): a cheap warm start
         "discriminator_learning_rate": None,  # LSGAN: the discriminator's own rate (TTUR); None: learning_rate
         "discriminator_warmup_steps": 0,  # LSGAN: first steps train the discriminator only (generator frozen)
+        "fit_latent_prior": True,  # HVAE/VAE: ship a Gaussian fitted to the aggregate posterior (sampling default)
         "init_from": None,  # a saved pipeline folder whose weights start this run (e.g. a VAE warm-start run)
         "gradient_checkpointing": False,
         "flow_checkpoint_chunk_size": 4,  # with gradient_checkpointing: samples per recomputed chunk (null: batch)

@@ -95,6 +95,10 @@ class TrainingRun(ABC):
     @abstractmethod
     def pipeline(self, model): ...
 
+    def final_pipeline(self, model, images: torch.Tensor, masks: torch.Tensor):
+        """The pipeline exported at the end, given the training slices; by default the one sampled during training."""
+        return self.pipeline(model)
+
 
 class CsvLog:
     """Append-only CSV of logged scalars (flushed each row, so a crash keeps what was logged)."""
@@ -380,7 +384,8 @@ def run_training(run: TrainingRun, resume: str | None, push_to_hub: str | None, 
         final_model = accelerator.unwrap_model(model)
         if ema is not None:
             ema.copy_to(final_model.parameters())
-        pipeline_dir = export_pipeline(run, final_model, output_dir, global_step, time.time() - started_at, log.read())
+        pipeline_dir = export_pipeline(run, final_model, output_dir, global_step, time.time() - started_at, log.read(),
+                                       (train_images, train_masks))
         print(f"Saved the pipeline to {pipeline_dir}")
         if push_to_hub:
             exit_code = push_pipeline(pipeline_dir, push_to_hub)
@@ -443,11 +448,12 @@ def save_checkpoint(accelerator, output_dir: Path, step: int, total_limit: int |
     accelerator.wait_for_everyone()
 
 
-def export_pipeline(run: TrainingRun, model, output_dir: Path, steps: int, seconds: float, rows: list[dict]) -> Path:
+def export_pipeline(run: TrainingRun, model, output_dir: Path, steps: int, seconds: float, rows: list[dict],
+                    training_slices: tuple[torch.Tensor, torch.Tensor]) -> Path:
     """``save_pretrained`` of the whole pipeline plus a model card, a loss curve and a final sample grid."""
     from training.model_card import write_model_card
 
-    pipeline = run.pipeline(model)
+    pipeline = run.final_pipeline(model, *training_slices)
     final = output_dir / "pipeline"
     staging = output_dir / ".pipeline.partial"
     shutil.rmtree(staging, ignore_errors=True)

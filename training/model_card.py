@@ -46,6 +46,15 @@ def _objective(model_config: dict[str, Any], warmup_steps: int, trained_steps: i
     return text + start
 
 
+def _prior_description(kind: str, fitted: bool, patient_count: int) -> str:
+    if kind == "hvae" and fitted:
+        patients = f" of the {patient_count} training patients" if patient_count else ""
+        return ("a full-covariance Gaussian fitted to the aggregate posterior of the training slices"
+                f"{patients} (`latent_prior/`), used by default; `pipeline(..., prior=\"standard\")` samples N(0, I) "
+                "as in the paper.")
+    return "N(0, I)."
+
+
 def write_model_card(path: Path, run: Any, steps: int, seconds: float, last_metrics: dict[str, Any]) -> None:
     """Render the card of a finished run to ``path`` (``README.md`` of the exported pipeline)."""
     config = run.config
@@ -80,6 +89,7 @@ def write_model_card(path: Path, run: Any, steps: int, seconds: float, last_metr
         image_likelihood=model_config.get("image_likelihood", "bernoulli").capitalize(),
         mask_likelihood="Bernoulli" if data["label"] != "multiclass" else "categorical",
         parameter_count=f"{parameter_count:,}",
+        prior_description=_prior_description(run.kind, training["fit_latent_prior"], len(patients)),
         data_description=data["description"] or (BRATS_MSD_DESCRIPTION if is_brats_msd else f"{data['kind']} data.")
         + (f" Patients: {', '.join(map(str, patients))}." if patients else ""),
         data_licence=licence,

@@ -7,7 +7,8 @@ VAE baseline:   ... model.n_leapfrog=0 model.beta_zero=1
 Writes into ``training.output_dir``: ``checkpoints/checkpoint-<step>/`` (``accelerator.save_state``; resume with
 ``--resume-from-checkpoint latest``), ``logs/metrics.csv`` (loss terms per logged step), ``samples/step-<step>.png``
 (image | mask | overlay grids), ``loss_curve.png`` and, at the end, ``pipeline/`` (``save_pretrained``, safetensors,
-with a model card ``README.md`` generated from the run).
+with a model card ``README.md`` generated from the run, and a latent prior fitted to the training slices unless
+``training.fit_latent_prior=false``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python training
 
 import torch  # noqa: E402
 
-from hvae_pipeline import HVAEModel, HVAEPipeline  # noqa: E402
+from hvae_pipeline import HVAEModel, HVAEPipeline, fit_latent_prior  # noqa: E402
 from training.loop import TrainingRun, command_line  # noqa: E402
 
 
@@ -51,6 +52,13 @@ class HVAERun(TrainingRun):
 
     def pipeline(self, model) -> HVAEPipeline:
         return HVAEPipeline(model)
+
+    def final_pipeline(self, model, images: torch.Tensor, masks: torch.Tensor) -> HVAEPipeline:
+        """With ``training.fit_latent_prior``, the pipeline carries a Gaussian fitted to the aggregate posterior of the
+        training slices (see :mod:`hvae_pipeline.models.latent_prior`); sampling uses it by default."""
+        if not self.config["training"]["fit_latent_prior"]:
+            return HVAEPipeline(model)
+        return HVAEPipeline(model, fit_latent_prior(model, images, masks))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -25,7 +25,7 @@ class LSGANRun(TrainingRun):
     """Simultaneous least-squares updates of generator and discriminator with one optimiser."""
 
     kind = "lsgan"
-    unused_training_keys = ("vae_warmup_steps", "flow_checkpoint_chunk_size")
+    unused_training_keys = ("vae_warmup_steps", "flow_checkpoint_chunk_size", "fit_latent_prior")
 
     def build_model(self) -> LSGANModel:
         return LSGANModel(**self.model_arguments())

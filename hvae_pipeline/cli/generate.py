@@ -20,6 +20,8 @@ import numpy as np
 import PIL.Image
 import torch
 
+from ..pipeline import PRIORS, SamplingBudgetExceeded
+
 FORMATS = ("png", "nifti", "dataset")
 
 
@@ -37,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mask-threshold", type=float, default=0.5, help="binary mask threshold (default 0.5)")
     parser.add_argument("--batch-size", type=int, default=32, help="latents decoded per forward pass")
     parser.add_argument("--temperature", type=float, default=1.0, help="prior standard deviation scale")
+    parser.add_argument("--prior", choices=PRIORS, default="auto",
+                        help="latent prior: fitted (the model's Gaussian fitted to its training data), standard "
+                             "(N(0, I), the paper's protocol) or auto (fitted when the model has one; default)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
     return parser
 
@@ -126,7 +131,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     _check_arguments(parser, args)
 
     from ..defaults import load_pipeline
-    from ..pipeline import SamplingBudgetExceeded
     from ..visualization import sample_grid
 
     try:
@@ -134,7 +138,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as error:
         print(f"hvae-generate: error: {error}", file=sys.stderr)
         return 2
-    print(f"Sampling {args.num_samples} pairs from the {description}")
+    try:
+        prior = pipeline.resolve_prior(args.prior)
+    except ValueError as error:
+        print(f"hvae-generate: error: --prior {args.prior}: {error}", file=sys.stderr)
+        return 2
+    print(f"Sampling {args.num_samples} pairs from the {description} ({prior} prior)")
     generator = torch.Generator(device="cpu").manual_seed(args.seed)
     try:
         output = pipeline(
@@ -145,6 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             min_mask_area=args.min_mask_area,
             batch_size=args.batch_size,
             output_type="np",
+            prior=prior,
         )
     except SamplingBudgetExceeded as error:
         print(f"hvae-generate: error: {error}", file=sys.stderr)
@@ -170,6 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             writer.writeheader()
             writer.writerows(manifest_rows)
         settings = {key: (str(value) if isinstance(value, Path) else value) for key, value in vars(args).items()}
+        settings["prior_used"] = prior
         with open(staging / "manifest.json", "w") as handle:
             json.dump({"model": description, "settings": settings, "samples": manifest_rows}, handle, indent=2)
         sample_grid(output.images[:16], output.masks[:16]).save(staging / "preview.png")

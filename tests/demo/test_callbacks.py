@@ -17,7 +17,8 @@ from huggingface_hub import ModelCard, ModelCardData
 
 from demo import callbacks
 from demo.callbacks import DemoInputError
-from hvae_pipeline.pipeline import HVAEPipeline
+from hvae_pipeline.models import GaussianLatentPrior
+from hvae_pipeline.pipeline import HVAEPipeline, spherical_interpolation
 from hvae_pipeline.visualization import CLASS_COLOURS
 
 
@@ -102,6 +103,24 @@ def test_interpolation_runs_from_seed_a_to_seed_b(tiny_pipeline: HVAEPipeline) -
         decoded = tiny_pipeline.decode_latents(latent)[0][0, 0].numpy()
         np.testing.assert_array_equal(picture, np.round(decoded.clip(0, 1) * 255))
     assert not np.array_equal(images[1], images[0])
+
+
+def test_interpolation_follows_a_fitted_prior(tiny_pipeline: HVAEPipeline) -> None:
+    latent_shape = tiny_pipeline.model.latent_shape
+    prior = GaussianLatentPrior(latent_shape)
+    prior.set_moments(torch.full_like(prior.mean, 1.5), 0.25 * torch.eye(prior.mean.numel()))
+    pipeline = HVAEPipeline(tiny_pipeline.model, prior)
+    pipeline.set_progress_bar_config(disable=True)
+    frames = callbacks.interpolate_seeds(pipeline, 3, 4, num_frames=3, temperature=0.8, mask_threshold=0.5)
+    images = [picture for picture, caption in frames if caption.endswith(" image")]
+    for picture, seed in ((images[0], 3), (images[-1], 4)):  # the ends are the seeds' fitted-prior samples
+        latent = pipeline.prior_latents(1, torch.Generator().manual_seed(seed), 0.8)
+        decoded = pipeline.decode_latents(latent)[0][0, 0].numpy()
+        np.testing.assert_array_equal(picture, np.round(decoded.clip(0, 1) * 255))
+    # The middle frame is the fitted prior's image of the interpolated noise, so it keeps the prior's mean.
+    start, end = (torch.randn(1, *latent_shape, generator=torch.Generator().manual_seed(seed)) for seed in (3, 4))
+    middle = prior.from_standard_normal(0.8 * spherical_interpolation(start, end, 0.5))
+    np.testing.assert_array_equal(images[1], np.round(pipeline.decode_latents(middle)[0][0, 0].numpy().clip(0, 1) * 255))
 
 
 def test_interpolation_refuses_a_zero_temperature(tiny_pipeline: HVAEPipeline) -> None:

@@ -27,7 +27,10 @@ def test_samples_a_saved_pipeline_and_refuses_bad_arguments(tmp_path, capsys):
     HVAEPipeline(model).save_pretrained(tmp_path / "tiny")
     assert tumour_areas.main([f"TINY={tmp_path / 'tiny'}", "--num-samples", "8"]) == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]
-    assert line.startswith("TINY: median area ") and line.endswith(" px")
+    assert line.startswith("TINY (standard prior): median area ") and line.endswith(" px")
+    with pytest.raises(SystemExit):
+        tumour_areas.main([f"TINY={tmp_path / 'tiny'}", "--prior", "fitted"])  # the pipeline has none
+    assert "no fitted latent prior" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         tumour_areas.main([str(tmp_path / "tiny")])  # no NAME=
     assert "expected NAME=PIPELINE_FOLDER" in capsys.readouterr().err

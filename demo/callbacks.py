@@ -367,6 +367,12 @@ def model_info_markdown(pipeline: HVAEPipeline, description: str) -> str:
             f"**Training data:** {', '.join(datasets) if datasets else 'see the model card below'}",
             "",
         ]
+    if pipeline.resolve_prior() == "fitted":
+        fitted_on = pipeline.latent_prior.config.num_slices
+        lines += [f"**Sampling prior:** a Gaussian fitted to the model's latents of its {fitted_on} training slices "
+                  "(tumours of realistic size); the paper samples N(0, I).", ""]
+    else:
+        lines += ["**Sampling prior:** N(0, I), as in the paper (this model has no fitted prior).", ""]
     config = {key: value for key, value in dict(pipeline.model.config).items() if not key.startswith("_")}
     lines += ["**Configuration** (`model.config`):", "", "```json", json.dumps(config, indent=2), "```", ""]
     if card_path is not None:

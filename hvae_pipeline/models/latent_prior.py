@@ -6,6 +6,7 @@ slices the two stay apart: on BraTS the bundled model's posterior latents recons
 correlated in ``q(z)`` and independent under ``N(0, I)``. Sampling from a full-covariance Gaussian fitted to ``q(z)``
 ("ex-post density estimation": Ghosh et al., ICLR 2020; the second stage of Dai & Wipf, ICLR 2019) keeps those
 correlations. The model's weights and its training objective are unchanged; only where the latents come from.
+The model's bounds and likelihood estimates (``forward``, ``estimate_log_likelihood``) still refer to its N(0, I) prior.
 
 This module's path is recorded in saved pipelines (``model_index.json``): do not move the class.
 """

@@ -202,6 +202,9 @@ def test_model_info_says_plainly_when_the_model_is_untrained(tiny_pipeline: HVAE
     assert "This model is UNTRAINED" in text
     assert "training data and licence unknown" in text
     assert '"sample_size": 16' in text
+    assert "**Sampling prior:** N(0, I)" in text
+    fitted = HVAEPipeline(tiny_pipeline.model, GaussianLatentPrior(tiny_pipeline.model.latent_shape, num_slices=7))
+    assert "fitted to the model's latents of its 7 training slices" in callbacks.model_info_markdown(fitted, "fitted")
 
 
 def test_model_info_reads_licence_and_training_data_from_the_model_card(saved_pipeline_dir: Path) -> None:

@@ -5,7 +5,8 @@
 
 Per generator: median mask area (mask = sigmoid > 0.5), share of samples above 200 px and at least 50 px, and the
 median *expected* area (sum of mask probabilities, independent of the threshold). ``--real-config`` adds the same
-statistics of the real slices of a training config's patients. ``--prior`` picks the latent prior as the pipeline
+statistics of the real slices of a training config's patients, and of each HVAE/VAE's reconstructions of them
+(decoded posterior means: what its decoder draws for latents it was trained on). ``--prior`` picks the latent prior as the pipeline
 does (``auto``: the fitted one when a pipeline has it). Binary masks only.
 """
 
@@ -30,6 +31,14 @@ def summary(name: str, areas: torch.Tensor, expected: torch.Tensor | None = None
     return line + (f", median expected area {expected.median():.0f} px" if expected is not None else "")
 
 
+@torch.inference_mode()
+def mask_statistics(model: torch.nn.Module, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Thresholded areas and expected areas (sum of mask probabilities) of the masks decoded from ``latents``: the
+    probabilities are needed, so this decodes itself rather than through ``decode_latents``."""
+    probabilities = torch.cat([torch.sigmoid(model.decode(chunk).mask_logits)[:, 0] for chunk in latents.split(64)])
+    return tumour_area(probabilities > 0.5), probabilities.flatten(1).sum(1)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("generators", nargs="+", metavar="NAME=PIPELINE", help="saved pipelines to sample")
@@ -38,6 +47,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prior", choices=PRIORS, default="auto", help="latent prior (see HVAEPipeline.__call__)")
     parser.add_argument("--real-config", help="training config whose patients' real slices are summarised too")
     arguments = parser.parse_args(argv)
+    real = None
+    if arguments.real_config:
+        from training.config import load_config
+        from training.data import dataset_to_tensors, load_slice_dataset
+
+        data = load_config(arguments.real_config)["data"]
+        real = dataset_to_tensors(load_slice_dataset(data, data["patients"]))
     for spec in arguments.generators:
         name, separator, path = spec.partition("=")
         if not separator or not Path(path).is_dir():
@@ -52,15 +68,16 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"generator {name}: {error}")
         latents = pipeline.prior_latents(arguments.num_samples, torch.Generator().manual_seed(arguments.seed),
                                          prior=prior)
-        with torch.inference_mode():  # the mask probabilities are needed too, so decode here, not via decode_latents
-            probabilities = torch.cat([torch.sigmoid(model.decode(chunk).mask_logits)[:, 0] for chunk in latents.split(64)])
-        print(summary(f"{name} ({prior} prior)", tumour_area(probabilities > 0.5), probabilities.flatten(1).sum(1)))
-    if arguments.real_config:
-        from training.config import load_config
-        from training.data import load_slice_dataset
-
-        data = load_config(arguments.real_config)["data"]
-        print(summary(f"real ({arguments.real_config})", torch.tensor(load_slice_dataset(data, data["patients"])["tumour_area"])))
+        print(summary(f"{name} ({prior} prior)", *mask_statistics(model, latents)))
+        if real is not None and hasattr(model, "encode"):
+            # Decoding the real slices' posterior means separates the decoder (can it draw such tumours?) from
+            # the prior (does it ask for them?).
+            with torch.inference_mode():
+                means = torch.cat([model.encode(images, masks).latent_dist.mean
+                                   for images, masks in zip(real[0].split(64), real[1].split(64))])
+            print(summary(f"{name} reconstructions (posterior means of the real slices)", *mask_statistics(model, means)))
+    if real is not None:
+        print(summary(f"real ({arguments.real_config})", tumour_area(real[1])))
     return 0
 
 

@@ -34,3 +34,14 @@ def test_samples_a_saved_pipeline_and_refuses_bad_arguments(tmp_path, capsys):
     with pytest.raises(SystemExit):
         tumour_areas.main([str(tmp_path / "tiny")])  # no NAME=
     assert "expected NAME=PIPELINE_FOLDER" in capsys.readouterr().err
+
+
+def test_real_config_adds_reconstructions_and_real_slices(tmp_path, capsys):
+    torch.manual_seed(0)
+    model = HVAEModel(sample_size=32, block_out_channels=(8, 16), attention_levels=(False, False), norm_num_groups=4)
+    HVAEPipeline(model).save_pretrained(tmp_path / "tiny")
+    assert tumour_areas.main([f"TINY={tmp_path / 'tiny'}", "--num-samples", "4", "--real-config", "phantom-tiny"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()[-3:]
+    assert lines[0].startswith("TINY (standard prior): median area ")
+    assert lines[1].startswith("TINY reconstructions (posterior means of the real slices): median area ")
+    assert lines[2].startswith("real (phantom-tiny): median area ") and "expected" not in lines[2]

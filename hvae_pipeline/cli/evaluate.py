@@ -25,6 +25,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from ..pipeline import PRIORS
+
 PROGRAM = "hvae-evaluate"
 
 
@@ -63,6 +65,9 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
                           help="keep samples whose mask has >= this many px (201 = the paper's > 200 px)")
     sampling.add_argument("--mask-threshold", type=float, default=0.5, help="mask probability threshold (0.5)")
     sampling.add_argument("--sampling-batch-size", type=int, default=32, help="latents decoded per pass (32)")
+    sampling.add_argument("--prior", choices=PRIORS, default="auto",
+                          help="latent prior: auto (each pipeline's default: its fitted prior when it has one), "
+                               "standard (N(0, I), the paper's) or fitted")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -147,7 +152,7 @@ def _run(args: argparse.Namespace) -> int:
         print((args.out / "likelihood.md").read_text())
         print(f"Reports: {', '.join(str(path) for path in outcome.files.values())}")
         return 0
-    sampling = SamplingSettings(args.min_mask_area, args.mask_threshold, args.sampling_batch_size)
+    sampling = SamplingSettings(args.min_mask_area, args.mask_threshold, args.sampling_batch_size, args.prior)
     if args.command == "augmentation":
         if args.num_seeds < 1:
             raise ValueError(f"--num-seeds must be >= 1, got {args.num_seeds}")

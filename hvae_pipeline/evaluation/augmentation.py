@@ -147,7 +147,7 @@ def run_augmentation(
         if run.generator == REAL_ONLY:
             return base_settings
         fingerprint = sources[run.generator].fingerprint
-        return {**base_settings, "sampling": asdict(sampling), "generator_fingerprint": fingerprint}
+        return {**base_settings, "sampling": sampling.identity(), "generator_fingerprint": fingerprint}
 
     runs = plan_runs(grid)
     # Look at every existing record before training anything, so a settings mismatch stops the command at once.
@@ -218,7 +218,7 @@ def summarise(grid: AugmentationGrid, records: dict[str, dict[str, Any]], data_d
         "counts": list(grid.sorted_counts),
         "seeds": list(grid.seeds),
         "unet": unet.as_dict(),
-        "sampling": asdict(sampling),
+        "sampling": sampling.identity(),
         "nested_subsets": "the N pairs of a (generator, seed) are the first N of one draw: smaller N are subsets",
         "dice": results,
         "total_train_seconds": round(float(sum(seconds)), 1),

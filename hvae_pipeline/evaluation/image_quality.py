@@ -166,7 +166,7 @@ def run_image_quality(
     sources = {g.name: SyntheticPairs(g, sampling, out_dir / "synthetic", progress) for g in generators}
 
     def settings_of(generator: GeneratorSpec) -> dict[str, Any]:
-        return {"data": data_spec.identity(), "metrics": asdict(settings), "sampling": asdict(sampling),
+        return {"data": data_spec.identity(), "metrics": asdict(settings), "sampling": sampling.identity(),
                 "generator_fingerprint": sources[generator.name].fingerprint}
 
     keys = {g.name: f"image-quality__{g.name}" for g in generators}
@@ -182,7 +182,7 @@ def run_image_quality(
         "experiment": "image quality of generated pairs against real test slices",
         "data": real.description,
         "num_real_test_slices": len(real.test_images),
-        "settings": {**asdict(settings), "sampling": asdict(sampling)},
+        "settings": {**asdict(settings), "sampling": sampling.identity()},
         "generators": {g.name: {"path": str(g.path)} for g in generators},
         "results": {name: {k: v for k, v in record.items() if k not in ("key", "settings")}
                     for name, record in records.items()},

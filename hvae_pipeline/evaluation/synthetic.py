@@ -1,7 +1,9 @@
 """Synthetic (image, mask) pairs drawn as the paper does, cached on disk so that evaluations resume cheaply.
 
-Sampling follows the paper: ``z ~ N(0, I)``, decoded, mask = ``sigmoid(logit) > 0.5``, and samples whose mask has
-200 px or fewer are rejected (``min_mask_area=201`` here, because the pipeline keeps areas ``>= min_mask_area``).
+Sampling follows the paper: ``z`` from the prior, decoded, mask = ``sigmoid(logit) > 0.5``, and samples whose mask
+has 200 px or fewer are rejected (``min_mask_area=201`` here, because the pipeline keeps areas ``>= min_mask_area``).
+The prior is the pipeline's default unless ``prior`` says otherwise: its fitted latent prior when it has one,
+``N(0, I)`` (the paper's) when not.
 
 Samples are drawn in fixed chunks of :data:`SAMPLES_PER_CHUNK`, chunk ``j`` of seed ``s`` from its own random
 stream ``SeedSequence([s, j])``. So sample ``k`` of a (generator, seed) is the same whatever count is asked for:
@@ -17,12 +19,13 @@ import os
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..pipeline import HVAEPipeline, SamplingBudgetExceeded
+from ..pipeline import PRIORS, HVAEPipeline, SamplingBudgetExceeded
 from .generators import GeneratorSpec, load_generator, model_fingerprint
 
 SAMPLES_PER_CHUNK = 100
@@ -39,11 +42,13 @@ class SamplingSettings:
         mask_threshold: probability above which a mask pixel is tumour (paper: 0.5).
         batch_size: latents decoded per forward pass (part of the definition of the samples: with rejection,
             which latents are drawn together depends on it).
+        prior: ``"auto"`` (the pipeline's default), ``"standard"`` (``N(0, I)``, the paper's) or ``"fitted"``.
     """
 
     min_mask_area: int = PAPER_MIN_MASK_AREA
     mask_threshold: float = 0.5
     batch_size: int = 32
+    prior: str = "auto"
 
     def __post_init__(self) -> None:
         if self.min_mask_area < 0:
@@ -52,6 +57,17 @@ class SamplingSettings:
             raise ValueError(f"mask_threshold must be in (0, 1), got {self.mask_threshold}")
         if self.batch_size < 1:
             raise ValueError(f"sampling batch_size must be >= 1, got {self.batch_size}")
+        if self.prior not in PRIORS:
+            raise ValueError(f"sampling prior must be one of {PRIORS}, got {self.prior!r}")
+
+    def identity(self) -> dict[str, Any]:
+        """The settings as recorded with results and cached samples. ``prior="auto"`` is left out: it means "as the
+        saved pipeline samples", which the model fingerprint already pins, so records made before the option
+        existed stay valid."""
+        settings = asdict(self)
+        if self.prior == "auto":
+            del settings["prior"]
+        return settings
 
 
 def chunk_seed(seed: int, chunk: int) -> int:
@@ -93,7 +109,7 @@ class SyntheticPairs:
 
     def cache_path(self, seed: int) -> Path:
         """File holding the pairs of ``seed``."""
-        identity = json.dumps({"model": self.fingerprint, "settings": asdict(self.settings),
+        identity = json.dumps({"model": self.fingerprint, "settings": self.settings.identity(),
                                "chunk": SAMPLES_PER_CHUNK}, sort_keys=True)
         key = hashlib.sha256(identity.encode()).hexdigest()[:12]
         return self.cache_folder / self.generator.name / f"seed{seed}-{key}.npz"
@@ -109,9 +125,12 @@ class SyntheticPairs:
                 min_mask_area=self.settings.min_mask_area,
                 batch_size=self.settings.batch_size,
                 output_type="np",
+                prior=self.settings.prior,
             )
         except SamplingBudgetExceeded as error:
             raise SamplingBudgetExceeded(f"generator {self.generator.name}: {error}") from error
+        except ValueError as error:  # prior="fitted" for a pipeline without one
+            raise ValueError(f"generator {self.generator.name}: {error}") from error
         return np.ascontiguousarray(output.images.transpose(0, 3, 1, 2)), output.masks
 
     def pairs(self, count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

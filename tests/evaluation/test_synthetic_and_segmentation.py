@@ -68,3 +68,29 @@ def test_grid_and_data_spec_refuse_bad_values(generator):
         RealDataSpec("phantom", train_patients=("a", "b"), test_patients=("b", "c"))
     with pytest.raises(ValueError, match="needs a root folder"):
         RealDataSpec("brats", train_patients=("a",), test_patients=("b",))
+
+
+def test_prior_setting_picks_the_latents_and_keeps_old_records_valid(tmp_path):
+    from hvae_pipeline import GaussianLatentPrior, HVAEPipeline
+
+    plain = save_tiny_generator(tmp_path / "plain")
+    pipeline = HVAEPipeline.from_pretrained(str(plain))
+    shifted = GaussianLatentPrior(pipeline.model.latent_shape)
+    shifted.set_moments(torch.full_like(shifted.mean, 1.0), 0.5 * torch.eye(shifted.mean.numel()))
+    HVAEPipeline(pipeline.model, shifted).save_pretrained(tmp_path / "fitted")
+    fitted = GeneratorSpec("fitted", tmp_path / "fitted")
+
+    def pairs(spec, prior):
+        settings = SamplingSettings(min_mask_area=0, prior=prior)
+        return SyntheticPairs(spec, settings, tmp_path / "cache", progress=False).pairs(5, seed=0)[0]
+
+    # "standard" samples N(0, I) from a pipeline with a fitted prior: exactly what the same weights without one do.
+    assert torch.equal(pairs(fitted, "standard"), pairs(GeneratorSpec("plain", plain), "auto"))
+    assert torch.equal(pairs(fitted, "auto"), pairs(fitted, "fitted"))
+    assert not torch.equal(pairs(fitted, "auto"), pairs(fitted, "standard"))
+    with pytest.raises(ValueError, match="generator plain: prior='fitted' but this pipeline has no fitted latent prior"):
+        pairs(GeneratorSpec("plain", plain), "fitted")
+    # "auto" is what the saved pipeline does, already pinned by its fingerprint: records keep their old settings.
+    assert "prior" not in SamplingSettings().identity() and SamplingSettings(prior="standard").identity()["prior"]
+    with pytest.raises(ValueError, match="sampling prior must be one of"):
+        SamplingSettings(prior="posterior")

@@ -121,7 +121,9 @@ def run_augmentation(
         real: the real train and test slices (from :func:`~.real_data.load_real_split` of ``data_spec``).
         data_spec: the spec ``real`` was loaded from (stored with every record; changing it needs a new folder).
         grid: generators, counts N and seeds.
-        out_dir: output folder (created); finished runs found there are not redone.
+        out_dir: output folder (created); finished runs found there are not redone. Several processes may share
+            it (e.g. one per generator, to use more cores): each looks for a run's record again just before
+            training it, so a run another process finished meanwhile is not redone.
         unet: U-Net architecture and training settings.
         sampling: how synthetic pairs are drawn.
         progress: show progress bars (overall, per run over epochs, sampling).
@@ -156,13 +158,18 @@ def run_augmentation(
     overall = tqdm(total=len(runs), initial=len(runs) - len(pending), desc="augmentation runs", unit="run",
                    disable=not progress)
     with overall:
+        trained = 0
         for run in pending:
             overall.set_postfix(generator=run.generator, N=run.count, seed=run.seed)
-            records[run.key] = _train_and_score(run, real, unet, sources, store, settings_of(run), progress, device)
+            # Look again: another process sharing this folder may have finished the run since the plan was made.
+            records[run.key] = store.finished(run.key, settings_of(run))
+            if records[run.key] is None:
+                records[run.key] = _train_and_score(run, real, unet, sources, store, settings_of(run), progress, device)
+                trained += 1
             overall.update()
     summary = summarise(grid, records, real.description, unet, sampling)
     files = write_augmentation_reports(summary, out_dir)
-    return AugmentationOutcome(summary, trained_runs=len(pending), skipped_runs=len(runs) - len(pending), files=files)
+    return AugmentationOutcome(summary, trained_runs=trained, skipped_runs=len(runs) - trained, files=files)
 
 
 def _train_and_score(run: PlannedRun, real: RealSplit, unet: UNetSettings, sources: dict[str, SyntheticPairs],

@@ -74,6 +74,35 @@ def test_second_invocation_trains_nothing(finished_run, capsys):
     assert {path.name: path.stat().st_mtime_ns for path in (out / "runs").iterdir()} == before
 
 
+def test_runs_another_process_finished_meanwhile_are_not_redone(finished_run, tmp_path, capsys, monkeypatch):
+    """Two processes sharing a folder: records written by the other one after this one planned are used as they are."""
+    import shutil
+
+    import hvae_pipeline.evaluation.augmentation as augmentation_module
+
+    generator, finished = finished_run
+    real_train_segmenter = augmentation_module.train_segmenter
+    descriptions = []
+
+    def train_while_another_process_finishes_the_rest(*args, description, **kwargs):
+        descriptions.append(description)
+        (tmp_path / "out" / "runs").mkdir(parents=True, exist_ok=True)
+        for record in (finished / "runs").glob("*.json"):  # the "other process" finishes every other run now
+            if record.name != "augmentation__real-only__n0__seed0.json":
+                shutil.copy(record, tmp_path / "out" / "runs" / record.name)
+        return real_train_segmenter(*args, description=description, **kwargs)
+
+    monkeypatch.setattr(augmentation_module, "train_segmenter", train_while_another_process_finishes_the_rest)
+    capsys.readouterr()
+    assert augmentation(generator, tmp_path / "out") == 0
+    assert descriptions == ["U-Net real-only N=0 seed=0"]
+    assert "1 U-Net runs trained, 3 already finished (skipped)" in capsys.readouterr().out
+    summary, reference = (json.loads((folder / "augmentation.json").read_text()) for folder in (tmp_path / "out", finished))
+    for timing in (summary, reference):  # the one re-trained run took its own wall time
+        timing.pop("total_train_seconds")
+    assert summary == reference
+
+
 def test_a_larger_grid_trains_only_the_new_runs(tmp_path, capsys):
     generator = save_tiny_generator(tmp_path / "generator")
     common = ["--generator", f"tiny={generator}", "--out", str(tmp_path / "out"), "--num-seeds", "1",

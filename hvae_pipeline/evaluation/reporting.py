@@ -41,10 +41,19 @@ def augmentation_markdown(summary: dict[str, Any]) -> str:
         f"{unet['prediction_threshold']}). N = 0 is the same real-only runs for every generator.",
         f"U-Net: MONAI UNet channels {unet['channels']}, {unet['num_res_units']} residual units, Dice loss, "
         f"RMSprop lr {unet['learning_rate']}, batch {unet['batch_size']}, {unet['epochs']} epochs over real + "
-        f"synthetic slices. Synthetic pairs: z ~ N(0, I), mask threshold {sampling['mask_threshold']}, kept when "
+        f"synthetic slices. Synthetic pairs: {_LATENT_SOURCES[sampling.get('prior', 'auto')]}, mask threshold "
+        f"{sampling['mask_threshold']}, kept when "
         f"the mask has >= {sampling['min_mask_area']} px; {summary['nested_subsets']}. "
         f"Total U-Net training time {summary['total_train_seconds']} s.",
     ]) + "\n"
+
+
+# What each sampling prior means, for the reports ("auto" is left out of recorded settings: see SamplingSettings).
+_LATENT_SOURCES = {
+    "auto": "z from each pipeline's default prior (its fitted latent prior when it has one, else N(0, I))",
+    "standard": "z ~ N(0, I)",
+    "fitted": "z from each pipeline's fitted latent prior",
+}
 
 
 def plot_augmentation(summary: dict[str, Any], path: Path) -> None:

@@ -38,16 +38,21 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # kB on Linux
 
 
-def parse_contender(text: str) -> tuple[str, str]:
-    """Split ``"exact-ckpt@N"`` into its contender and chunk suffix (``"N"``, ``"all"`` or ``""``).
+def parse_contender(text: str) -> tuple[str, str, bool]:
+    """Split ``"exact-ckpt@N+cl"`` into its contender, chunk suffix (``"N"``, ``"all"`` or ``""``) and whether it runs
+    in channels_last memory format (``+cl``: weights and image batch).
 
     Raises:
-        ValueError: an unknown contender, or a suffix other than a number or ``all`` or on a non-checkpointed one.
+        ValueError: an unknown contender, a chunk suffix other than a number or ``all`` or on a non-checkpointed one,
+            or ``+cl`` on pythae.
     """
-    name, _, chunk = text.partition("@")
+    channels_last = text.endswith("+cl")
+    name, _, chunk = text.removesuffix("+cl").partition("@")
     if name not in CONTENDERS or chunk and not (name.endswith("-ckpt") and (chunk == "all" or chunk.isdigit())):
         raise ValueError(text)
-    return name, chunk
+    if channels_last and name == "pythae":
+        raise ValueError(text)
+    return name, chunk, channels_last
 
 
 def peak_gb(device: torch.device) -> float:
@@ -68,9 +73,12 @@ def worker(contender: str, network: str, size: int, batch: int, n_leapfrog: int,
         def loss_fn() -> torch.Tensor:
             return model(inputs).loss
     else:
-        name, chunk_size = parse_contender(contender)
+        name, chunk_size, channels_last = parse_contender(contender)
         k = 0 if name.startswith("vae") else n_leapfrog
         model = build_model(network, size, k, flow_gradient="detached" if name == "detached" else "exact")
+        if channels_last:
+            model.to(memory_format=torch.channels_last)
+            images = images.contiguous(memory_format=torch.channels_last)
         if name.endswith("-ckpt"):
             model.enable_gradient_checkpointing()
             if chunk_size:  # "@N": N samples per recomputed chunk, "@all": the whole batch; none: the model's default
@@ -105,7 +113,8 @@ def main() -> None:
     parser.add_argument("--network", default="small", choices=("small", "bundled", "paper"))
     parser.add_argument("--n-leapfrog", type=int, default=3)
     parser.add_argument("--contenders", default=",".join(DEFAULT_CONTENDERS), help=f"comma-separated, of {CONTENDERS}; "
-                        "'exact-ckpt@N' recomputes the flow N samples at a time ('@all': whole batch)")
+                        "'exact-ckpt@N' recomputes the flow N samples at a time ('@all': whole batch); a '+cl' "
+                        "suffix runs a contender in channels_last memory format")
     parser.add_argument("--rounds", type=int, default=3, help="subprocess runs per contender, alternated")
     parser.add_argument("--steps", type=int, default=2, help="steps per subprocess; the first is a warm-up")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (peak memory: RSS on CPU, allocated on CUDA)")

@@ -20,6 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `training` from a checkout
 
 from hvae_pipeline import HVAEModel, HVAEPipeline  # noqa: E402
+from hvae_pipeline.evaluation.generators import parse_generator  # noqa: E402
 from hvae_pipeline.pipeline import PRIORS  # noqa: E402
 from training.config import ConfigError, load_config  # noqa: E402
 from training.data import dataset_to_tensors, load_slice_dataset  # noqa: E402
@@ -40,7 +41,8 @@ def summary(name: str, distances: torch.Tensor) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("generators", nargs="+", metavar="NAME=PIPELINE", help="saved pipelines to sample")
+    parser.add_argument("generators", nargs="+", metavar="NAME=PIPELINE",
+                        help="saved pipeline folders to sample ('bundled': the packaged default model)")
     parser.add_argument("--config", required=True, help="training config naming the training and held-out patients")
     parser.add_argument("--num-samples", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
@@ -48,12 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--override", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="config override, e.g. --override data.root=/data/brats (repeatable)")
     arguments = parser.parse_args(argv)
-    specs = []
-    for spec in arguments.generators:
-        name, separator, path = spec.partition("=")
-        if not separator or not Path(path).is_dir():
-            parser.error(f"generator {spec!r}: expected NAME=PIPELINE_FOLDER with an existing folder")
-        specs.append((name, path))
+    try:
+        specs = [parse_generator(text) for text in arguments.generators]
+    except ValueError as error:
+        parser.error(str(error))
     try:
         data = load_config(arguments.config, arguments.override)["data"]
     except ConfigError as error:
@@ -62,8 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     if data["val_patients"]:
         held_out, _ = dataset_to_tensors(load_slice_dataset(data, data["val_patients"]))
         print(summary("held-out real slices", nearest_distances(held_out, training_images)))
-    for name, path in specs:
-        pipeline = HVAEPipeline.from_pretrained(path)
+    for spec in specs:
+        name = spec.name
+        pipeline = HVAEPipeline.from_pretrained(str(spec.path))
         pipeline.set_progress_bar_config(disable=True)
         try:
             prior = pipeline.resolve_prior(arguments.prior)

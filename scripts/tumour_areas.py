@@ -21,6 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `training` from a checkout
 
 from hvae_pipeline import HVAEPipeline  # noqa: E402
+from hvae_pipeline.evaluation.generators import parse_generator  # noqa: E402
 from hvae_pipeline.pipeline import PRIORS, tumour_area  # noqa: E402
 
 
@@ -41,7 +42,8 @@ def mask_statistics(model: torch.nn.Module, latents: torch.Tensor) -> tuple[torc
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("generators", nargs="+", metavar="NAME=PIPELINE", help="saved pipelines to sample")
+    parser.add_argument("generators", nargs="+", metavar="NAME=PIPELINE",
+                        help="saved pipeline folders to sample ('bundled': the packaged default model)")
     parser.add_argument("--num-samples", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--prior", choices=PRIORS, default="auto", help="latent prior (see HVAEPipeline.__call__)")
@@ -54,11 +56,13 @@ def main(argv: list[str] | None = None) -> int:
 
         data = load_config(arguments.real_config)["data"]
         real = dataset_to_tensors(load_slice_dataset(data, data["patients"]))
-    for spec in arguments.generators:
-        name, separator, path = spec.partition("=")
-        if not separator or not Path(path).is_dir():
-            parser.error(f"generator {spec!r}: expected NAME=PIPELINE_FOLDER with an existing folder")
-        pipeline = HVAEPipeline.from_pretrained(path)
+    try:
+        specs = [parse_generator(text) for text in arguments.generators]
+    except ValueError as error:
+        parser.error(str(error))
+    for spec in specs:
+        name = spec.name
+        pipeline = HVAEPipeline.from_pretrained(str(spec.path))
         model = pipeline.model.eval()
         if model.config.mask_channels != 1:
             parser.error(f"generator {name}: {model.config.mask_channels} mask channels; only binary masks are summarised")

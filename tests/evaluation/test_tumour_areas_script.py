@@ -33,7 +33,7 @@ def test_samples_a_saved_pipeline_and_refuses_bad_arguments(tmp_path, capsys):
     assert "no fitted latent prior" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         tumour_areas.main([str(tmp_path / "tiny")])  # no NAME=
-    assert "expected NAME=PIPELINE_FOLDER" in capsys.readouterr().err
+    assert "expected NAME=PATH" in capsys.readouterr().err
 
 
 def test_real_config_adds_reconstructions_and_real_slices(tmp_path, capsys):

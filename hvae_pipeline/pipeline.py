@@ -133,7 +133,7 @@ class HVAEPipeline(DiffusionPipeline):
             ValueError: An unknown ``prior``, or ``"fitted"`` for a pipeline without a fitted prior.
         """
         if self.resolve_prior(prior) == "fitted":
-            return self.latent_prior.from_standard_normal(temperature * noise).to(self.model.dtype)
+            return self.latent_prior.from_standard_normal(temperature * noise)  # in the noise's dtype
         return temperature * noise
 
     def resolve_prior(self, prior: str = "auto") -> str:
@@ -144,7 +144,7 @@ class HVAEPipeline(DiffusionPipeline):
         """
         if prior not in PRIORS:
             raise ValueError(f"`prior` must be one of {PRIORS}, got {prior!r}")
-        has_fitted = getattr(self, "latent_prior", None) is not None
+        has_fitted = self.latent_prior is not None  # registered as None when the pipeline has none
         if prior == "fitted" and not has_fitted:
             raise ValueError("prior='fitted' but this pipeline has no fitted latent prior; fit one with "
                              "`python training/fit_latent_prior.py --pipeline FOLDER --config CONFIG`, or use "

@@ -68,6 +68,8 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
     sampling.add_argument("--prior", choices=PRIORS, default="auto",
                           help="latent prior: auto (each pipeline's default: its fitted prior when it has one), "
                                "standard (N(0, I), the paper's) or fitted")
+    sampling.add_argument("--sampling-device", default="cpu",
+                          help="device that decodes the samples, e.g. cuda (cpu); GPU-drawn pairs are cached apart")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,14 +86,17 @@ def build_parser() -> argparse.ArgumentParser:
     grid = augmentation.add_argument_group("experiment grid and U-Net (defaults: the paper's protocol)")
     grid.add_argument("--counts", type=int, nargs="+", default=[0, 100, 300, 500, 1000, 2000],
                       help="numbers N of synthetic pairs added (0 100 300 500 1000 2000)")
-    grid.add_argument("--num-seeds", type=int, default=5, help="runs per (generator, N): seeds 0 .. R-1 (5)")
+    seeds = grid.add_mutually_exclusive_group()
+    seeds.add_argument("--num-seeds", type=int, default=5, help="runs per (generator, N): seeds 0 .. R-1 (5)")
+    seeds.add_argument("--seeds", type=int, nargs="+", default=None,
+                       help="these seeds instead of 0 .. R-1, e.g. to split a grid over processes sharing --out")
     grid.add_argument("--epochs", type=int, default=40, help="U-Net epochs (40)")
     grid.add_argument("--batch-size", type=int, default=32, help="U-Net batch size (32)")
     grid.add_argument("--learning-rate", type=float, default=1e-4, help="RMSprop learning rate (1e-4)")
     grid.add_argument("--unet-channels", type=int, nargs="+", default=[16, 32, 64, 128, 256],
                       help="U-Net channels per level (16 32 64 128 256)")
     grid.add_argument("--unet-res-units", type=int, default=2, help="residual units per U-Net block (2)")
-    grid.add_argument("--device", default="cpu", help="device the U-Nets train on, e.g. cuda (sampling stays on CPU)")
+    grid.add_argument("--device", default="cpu", help="device the U-Nets train on, e.g. cuda (cpu)")
 
     quality = commands.add_parser(
         "image-quality", help="PSNR/SSIM/FID/MS-SSIM/tumour-area JSD per generator",
@@ -152,11 +157,15 @@ def _run(args: argparse.Namespace) -> int:
         print((args.out / "likelihood.md").read_text())
         print(f"Reports: {', '.join(str(path) for path in outcome.files.values())}")
         return 0
-    sampling = SamplingSettings(args.min_mask_area, args.mask_threshold, args.sampling_batch_size, args.prior)
+    sampling = SamplingSettings(args.min_mask_area, args.mask_threshold, args.sampling_batch_size, args.prior,
+                                args.sampling_device)
     if args.command == "augmentation":
         if args.num_seeds < 1:
             raise ValueError(f"--num-seeds must be >= 1, got {args.num_seeds}")
-        grid = AugmentationGrid(tuple(generators), tuple(args.counts), tuple(range(args.num_seeds)))
+        seeds = tuple(args.seeds) if args.seeds is not None else tuple(range(args.num_seeds))
+        if min(seeds) < 0:
+            raise ValueError(f"--seeds must be >= 0, got {list(seeds)}")
+        grid = AugmentationGrid(tuple(generators), tuple(args.counts), seeds)
         unet = UNetSettings(tuple(args.unet_channels), args.unet_res_units, args.epochs, args.batch_size,
                             args.learning_rate)
         real = load_real_split(spec)

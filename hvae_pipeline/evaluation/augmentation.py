@@ -127,8 +127,8 @@ def run_augmentation(
         unet: U-Net architecture and training settings.
         sampling: how synthetic pairs are drawn.
         progress: show progress bars (overall, per run over epochs, sampling).
-        device: where the U-Nets train (synthetic pairs are always drawn on the CPU, so cached samples do not
-            depend on the device). Recorded per run, not part of the settings: a grid may resume on another device.
+        device: where the U-Nets train (synthetic pairs are drawn where ``sampling.device`` says). Recorded per run,
+            not part of the settings: a grid may resume on another device.
 
     Raises:
         ValueError: no train slices, slices that do not fit the U-Net, a generator's image shape differs from the

@@ -43,12 +43,16 @@ class SamplingSettings:
         batch_size: latents decoded per forward pass (part of the definition of the samples: with rejection,
             which latents are drawn together depends on it).
         prior: ``"auto"`` (the pipeline's default), ``"standard"`` (``N(0, I)``, the paper's) or ``"fitted"``.
+        device: where latents are decoded (``"cpu"``, ``"cuda"``). The noise is always drawn on the CPU, but
+            decoders round differently on a GPU (TF32 convolutions), which can flip a mask pixel at the threshold and
+            so a rejection: GPU-drawn pairs are recorded and cached apart from CPU-drawn ones.
     """
 
     min_mask_area: int = PAPER_MIN_MASK_AREA
     mask_threshold: float = 0.5
     batch_size: int = 32
     prior: str = "auto"
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         if self.min_mask_area < 0:
@@ -59,14 +63,20 @@ class SamplingSettings:
             raise ValueError(f"sampling batch_size must be >= 1, got {self.batch_size}")
         if self.prior not in PRIORS:
             raise ValueError(f"sampling prior must be one of {PRIORS}, got {self.prior!r}")
+        try:
+            torch.device(self.device)
+        except RuntimeError as error:
+            raise ValueError(f"sampling device {self.device!r} is not a torch device (e.g. cpu, cuda): {error}") from None
 
     def identity(self) -> dict[str, Any]:
         """The settings as recorded with results and cached samples. ``prior="auto"`` is left out: it means "as the
-        saved pipeline samples", which the model fingerprint already pins, so records made before the option
-        existed stay valid."""
+        saved pipeline samples", which the model fingerprint already pins; ``device="cpu"`` is left out too. So
+        records made before these options existed stay valid."""
         settings = asdict(self)
         if self.prior == "auto":
             del settings["prior"]
+        if self.device == "cpu":
+            del settings["device"]
         return settings
 
 
@@ -116,7 +126,7 @@ class SyntheticPairs:
 
     def _draw_chunk(self, seed: int, chunk: int) -> tuple[np.ndarray, np.ndarray]:
         if self._pipeline is None:
-            self._pipeline = load_generator(self.generator)
+            self._pipeline = load_generator(self.generator).to(self.settings.device)
         try:
             output = self._pipeline(
                 num_samples=SAMPLES_PER_CHUNK,

@@ -169,3 +169,37 @@ def test_bad_generators_get_clear_errors(tmp_path, capsys, generator, message):
     code = main(["augmentation", "--generator", generator, "--out", str(tmp_path / "out"), *PHANTOM_DATA, *QUIET])
     assert code == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_grid_split_by_seeds_over_invocations_gives_the_whole_grids_summary(finished_run, tmp_path, capsys):
+    """--seeds lets processes share a folder, one seed each; the whole grid's invocation then trains nothing."""
+    generator, finished = finished_run
+    for seed in ("1", "0"):
+        assert main(["augmentation", "--generator", f"tiny={generator}", "--out", str(tmp_path / "out"), "--counts",
+                     "0", "4", "--seeds", seed, *PHANTOM_DATA, *TINY_UNET, *TINY_SAMPLING, *QUIET]) == 0
+        assert json.loads((tmp_path / "out" / "augmentation.json").read_text())["seeds"] == [int(seed)]
+    capsys.readouterr()
+    assert augmentation(generator, tmp_path / "out") == 0
+    assert "0 U-Net runs trained, 4 already finished (skipped)" in capsys.readouterr().out
+    # Seeds are seeds: run s of the split grid is run s of the whole one.
+    summary, reference = (json.loads((folder / "augmentation.json").read_text()) for folder in (tmp_path / "out", finished))
+    for timing in (summary, reference):
+        timing.pop("total_train_seconds")
+    assert summary == reference
+
+
+@pytest.mark.parametrize(("seeds", "message"), [(["-1"], "--seeds must be >= 0, got [-1]"),
+                                                (["2", "2"], "no repeated seed, got [2, 2]")])
+def test_bad_seed_lists_get_clear_errors(tmp_path, capsys, seeds, message):
+    generator = save_tiny_generator(tmp_path / "generator")
+    assert main(["augmentation", "--generator", f"tiny={generator}", "--out", str(tmp_path / "out"), "--counts", "4",
+                 "--seeds", *seeds, *PHANTOM_DATA, *TINY_UNET, *TINY_SAMPLING, *QUIET]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_num_seeds_and_seeds_together_are_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_status:
+        augmentation(tmp_path, tmp_path / "out", "--seeds", "0")
+    assert exit_status.value.code == 2
+    assert "not allowed with argument --num-seeds" in capsys.readouterr().err

@@ -94,3 +94,17 @@ def test_prior_setting_picks_the_latents_and_keeps_old_records_valid(tmp_path):
     assert "prior" not in SamplingSettings().identity() and SamplingSettings(prior="standard").identity()["prior"]
     with pytest.raises(ValueError, match="sampling prior must be one of"):
         SamplingSettings(prior="posterior")
+
+
+def test_sampling_device_is_recorded_apart_from_cpu_and_checked(generator, tmp_path):
+    # CPU-drawn pairs keep the identity they had before the option existed; a GPU's are cached under another key,
+    # since TF32 convolutions can flip a threshold pixel and so a rejection.
+    assert "device" not in SamplingSettings().identity()
+    assert SamplingSettings(device="cuda").identity()["device"] == "cuda"
+    cpu = SyntheticPairs(generator, SamplingSettings(min_mask_area=0), tmp_path, progress=False)
+    explicit_cpu = SyntheticPairs(generator, SamplingSettings(min_mask_area=0, device="cpu"), tmp_path, progress=False)
+    gpu = SyntheticPairs(generator, SamplingSettings(min_mask_area=0, device="cuda"), tmp_path, progress=False)
+    assert cpu.cache_path(0) == explicit_cpu.cache_path(0) != gpu.cache_path(0)
+    assert torch.equal(cpu.pairs(3, seed=0)[0], explicit_cpu.pairs(3, seed=0)[0])
+    with pytest.raises(ValueError, match="sampling device 'gpu0' is not a torch device"):
+        SamplingSettings(device="gpu0")

@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     seeds.add_argument("--num-seeds", type=int, default=5, help="runs per (generator, N): seeds 0 .. R-1 (5)")
     seeds.add_argument("--seeds", type=int, nargs="+", default=None,
                        help="these seeds instead of 0 .. R-1, e.g. to split a grid over processes sharing --out")
+    grid.add_argument("--equal-update-control", type=int, nargs="+", default=[], metavar="N",
+                      help="also train real-only U-Nets for as many updates as with N synthetic pairs, for these N "
+                           "(separates what pairs add from the longer training; runs with N = 0 in --counts)")
     grid.add_argument("--epochs", type=int, default=40, help="U-Net epochs (40)")
     grid.add_argument("--batch-size", type=int, default=32, help="U-Net batch size (32)")
     grid.add_argument("--learning-rate", type=float, default=1e-4, help="RMSprop learning rate (1e-4)")
@@ -165,7 +168,7 @@ def _run(args: argparse.Namespace) -> int:
         seeds = tuple(args.seeds) if args.seeds is not None else tuple(range(args.num_seeds))
         if min(seeds) < 0:
             raise ValueError(f"--seeds must be >= 0, got {list(seeds)}")
-        grid = AugmentationGrid(tuple(generators), tuple(args.counts), seeds)
+        grid = AugmentationGrid(tuple(generators), tuple(args.counts), seeds, tuple(args.equal_update_control))
         unet = UNetSettings(tuple(args.unet_channels), args.unet_res_units, args.epochs, args.batch_size,
                             args.learning_rate)
         real = load_real_split(spec)

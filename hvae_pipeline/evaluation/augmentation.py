@@ -3,8 +3,14 @@
 For every generator, every N in ``counts`` and every seed, a U-Net is trained from scratch on the real train
 slices plus the first N synthetic pairs of that (generator, seed) and scored on the test patients' slices. N = 0
 (real slices only) does not depend on the generator: it runs once per seed, as ``real-only``, and is the N = 0
-point of every generator. Finished runs are stored as records (:mod:`.records`) and skipped when the experiment is
-run again; the summary is rebuilt from the records of the current grid.
+point of every generator.
+
+The paper's protocol trains a fixed number of epochs, so adding N pairs also adds optimiser updates. The optional
+equal-update control separates the two: for each chosen N, real-only runs trained for as many updates as a run with
+N pairs (``real-only-equal-updates``, epochs from :func:`equal_update_epochs`).
+
+Finished runs are stored as records (:mod:`.records`) and skipped when the experiment is run again; the summary is
+rebuilt from the records of the current grid.
 
 Output folder layout::
 
@@ -16,7 +22,8 @@ Output folder layout::
 from __future__ import annotations
 
 import datetime
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +31,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .generators import REAL_ONLY, GeneratorSpec, check_distinct_names, check_image_shape
+from .generators import EQUAL_UPDATES, REAL_ONLY, GeneratorSpec, check_distinct_names, check_image_shape
 from .real_data import RealDataSpec, RealSplit
 from .records import RecordStore, write_json_atomically, write_text_atomically
 from .reporting import augmentation_markdown, plot_augmentation
@@ -43,11 +50,15 @@ class AugmentationGrid:
         generators: the generators compared (may be empty when ``counts`` is ``(0,)``).
         counts: numbers N of synthetic pairs added to the real train slices, distinct, >= 0.
         seeds: run seeds (U-Net initialisation, shuffling order and which synthetic pairs are drawn).
+        equal_update_counts: the N (> 0) whose equal-update control is run: real-only U-Nets trained for as many
+            optimiser updates as with N synthetic pairs. Control runs are real-only runs, planned when ``counts``
+            holds 0 (so a process given only N > 0 leaves them to the one given N = 0).
     """
 
     generators: tuple[GeneratorSpec, ...]
     counts: tuple[int, ...] = DEFAULT_COUNTS
     seeds: tuple[int, ...] = tuple(range(DEFAULT_NUM_SEEDS))
+    equal_update_counts: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.counts:
@@ -59,6 +70,9 @@ class AugmentationGrid:
             raise ValueError(f"synthetic counts N are repeated: {list(self.counts)}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"need at least one seed and no repeated seed, got {list(self.seeds)}")
+        if min(self.equal_update_counts, default=1) < 1 or len(set(self.equal_update_counts)) != len(
+                self.equal_update_counts):
+            raise ValueError(f"equal-update control counts N must be distinct and > 0, got {list(self.equal_update_counts)}")
         if max(self.counts) > 0 and not self.generators:
             raise ValueError("synthetic counts N > 0 need at least one generator (--generator NAME=PATH)")
         check_distinct_names(list(self.generators))
@@ -68,10 +82,16 @@ class AugmentationGrid:
         """The counts in increasing order."""
         return tuple(sorted(self.counts))
 
+    @property
+    def planned_equal_update_counts(self) -> tuple[int, ...]:
+        """The equal-update control counts this grid runs, in increasing order (none unless ``counts`` holds 0)."""
+        return tuple(sorted(self.equal_update_counts)) if 0 in self.counts else ()
+
 
 @dataclass(frozen=True)
 class PlannedRun:
-    """One U-Net training: ``generator`` is ``REAL_ONLY`` for N = 0."""
+    """One U-Net training: ``generator`` is ``REAL_ONLY`` for N = 0, ``EQUAL_UPDATES`` for a control run (real
+    slices only, trained for as many updates as with ``count`` synthetic pairs)."""
 
     generator: str
     count: int
@@ -93,12 +113,21 @@ class AugmentationOutcome:
     files: dict[str, Path] = field(default_factory=dict)
 
 
+def equal_update_epochs(settings: UNetSettings, num_real: int, count: int) -> int:
+    """Epochs over ``num_real`` real slices that give (to rounding) the optimiser updates of ``settings.epochs``
+    epochs over ``num_real + count`` slices (the last batch of an epoch may be partial, as in the training loop)."""
+    updates = settings.epochs * math.ceil((num_real + count) / settings.batch_size)
+    return max(1, round(updates / math.ceil(num_real / settings.batch_size)))
+
+
 def plan_runs(grid: AugmentationGrid) -> list[PlannedRun]:
-    """Every run of the grid: the real-only runs first, then per generator and seed, N increasing.
+    """Every run of the grid: the real-only runs first, then the equal-update controls, then per generator and seed,
+    N increasing.
 
     Runs of one (generator, seed) follow each other so its synthetic pairs are drawn once, for the largest N.
     """
     runs = [PlannedRun(REAL_ONLY, 0, seed) for seed in grid.seeds if 0 in grid.counts]
+    runs += [PlannedRun(EQUAL_UPDATES, count, seed) for seed in grid.seeds for count in grid.planned_equal_update_counts]
     for generator in grid.generators:
         for seed in grid.seeds:
             runs += [PlannedRun(generator.name, count, seed) for count in grid.sorted_counts if count > 0]
@@ -143,13 +172,18 @@ def run_augmentation(
     out_dir = Path(out_dir)
     store = RecordStore(out_dir / "runs")
     sources = {g.name: SyntheticPairs(g, sampling, out_dir / "synthetic", progress) for g in grid.generators}
-    base_settings = {"data": data_spec.identity(), "unet": unet.as_dict()}
+
+    def unet_of(run: PlannedRun) -> UNetSettings:
+        if run.generator == EQUAL_UPDATES:
+            return replace(unet, epochs=equal_update_epochs(unet, len(real.train_images), run.count))
+        return unet
 
     def settings_of(run: PlannedRun) -> dict[str, Any]:
-        if run.generator == REAL_ONLY:
-            return base_settings
+        settings = {"data": data_spec.identity(), "unet": unet_of(run).as_dict()}
+        if run.generator in (REAL_ONLY, EQUAL_UPDATES):
+            return settings
         fingerprint = sources[run.generator].fingerprint
-        return {**base_settings, "sampling": sampling.identity(), "generator_fingerprint": fingerprint}
+        return {**settings, "sampling": sampling.identity(), "generator_fingerprint": fingerprint}
 
     runs = plan_runs(grid)
     # Look at every existing record before training anything, so a settings mismatch stops the command at once.
@@ -164,7 +198,8 @@ def run_augmentation(
             # Look again: another process sharing this folder may have finished the run since the plan was made.
             records[run.key] = store.finished(run.key, settings_of(run))
             if records[run.key] is None:
-                records[run.key] = _train_and_score(run, real, unet, sources, store, settings_of(run), progress, device)
+                records[run.key] = _train_and_score(run, real, unet_of(run), sources, store, settings_of(run), progress,
+                                                    device)
                 trained += 1
             overall.update()
     summary = summarise(grid, records, real.description, unet, sampling)
@@ -175,7 +210,8 @@ def run_augmentation(
 def _train_and_score(run: PlannedRun, real: RealSplit, unet: UNetSettings, sources: dict[str, SyntheticPairs],
                      store: RecordStore, settings: dict[str, Any], progress: bool, device: str) -> dict[str, Any]:
     images, masks = real.train_images, real.train_masks
-    if run.count > 0:
+    synthetic_count = 0 if run.generator == EQUAL_UPDATES else run.count
+    if synthetic_count > 0:
         synthetic_images, synthetic_masks = sources[run.generator].pairs(run.count, run.seed)
         images = torch.cat([images, synthetic_images])
         masks = torch.cat([masks, synthetic_masks])
@@ -184,8 +220,10 @@ def _train_and_score(run: PlannedRun, real: RealSplit, unet: UNetSettings, sourc
     dice = slice_dice(trained.network, real.test_images, real.test_masks, unet.prediction_threshold)
     return store.save(run.key, settings, {
         "generator": run.generator,
-        "num_synthetic": run.count,
+        "num_synthetic": synthetic_count,
+        **({"equal_updates_as_num_synthetic": run.count} if run.generator == EQUAL_UPDATES else {}),
         "seed": run.seed,
+        "epochs": unet.epochs,
         "dice_mean": float(dice.mean()),
         "dice_per_slice": dice.round(6).tolist(),
         "num_real_train_slices": len(real.train_images),
@@ -202,6 +240,7 @@ def summarise(grid: AugmentationGrid, records: dict[str, dict[str, Any]], data_d
     """Summary of the grid's records: per generator and N, DSC mean and sample standard deviation over seeds.
 
     The N = 0 entry of every generator is the real-only runs. ``std`` uses ``ddof=1`` (``None`` with one seed).
+    The equal-update control, when planned, is ``equal_update_control``: per N, the same statistics plus the epochs.
     """
     def statistics(run_list: list[PlannedRun]) -> dict[str, Any]:
         per_seed = {str(run.seed): records[run.key]["dice_mean"] for run in run_list}
@@ -217,6 +256,10 @@ def summarise(grid: AugmentationGrid, records: dict[str, dict[str, Any]], data_d
                                     for seed in grid.seeds])
             for count in grid.sorted_counts
         }
+    control = {}
+    for count in grid.planned_equal_update_counts:
+        runs = [PlannedRun(EQUAL_UPDATES, count, seed) for seed in grid.seeds]
+        control[str(count)] = {**statistics(runs), "epochs": records[runs[0].key]["epochs"]}
     seconds = [record["train_seconds"] for record in records.values()]
     return {
         "experiment": "downstream augmentation: U-Net DSC on held-out patients vs number of synthetic pairs",
@@ -228,6 +271,7 @@ def summarise(grid: AugmentationGrid, records: dict[str, dict[str, Any]], data_d
         "sampling": sampling.identity(),
         "nested_subsets": "the N pairs of a (generator, seed) are the first N of one draw: smaller N are subsets",
         "dice": results,
+        **({"equal_update_control": control} if control else {}),
         "total_train_seconds": round(float(sum(seconds)), 1),
     }
 

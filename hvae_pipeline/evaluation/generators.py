@@ -12,8 +12,11 @@ from ..defaults import BUNDLED_CHECKPOINT, has_bundled_checkpoint
 from ..pipeline import HVAEPipeline
 
 BUNDLED = "bundled"
-# Names become file names and table rows; "real-only" labels the runs without synthetic data.
+# Names become file names and table rows; "real-only" labels the runs without synthetic data, and
+# "real-only-equal-updates" the real-only runs trained for as many optimiser updates as a run with N synthetic pairs.
 REAL_ONLY = "real-only"
+EQUAL_UPDATES = "real-only-equal-updates"
+RESERVED_NAMES = (REAL_ONLY, EQUAL_UPDATES)
 _NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 # Files that define a saved pipeline's behaviour (the model card and preview images do not).
 _MODEL_FILE_SUFFIXES = (".json", ".safetensors", ".bin")
@@ -41,8 +44,9 @@ def parse_generator(text: str) -> GeneratorSpec:
     name, separator, location = text.partition("=")
     if not separator or not name or not location:
         raise ValueError(f"generator {text!r}: expected NAME=PATH, e.g. HVAE=runs/cpu-128/pipeline")
-    if not _NAME_PATTERN.fullmatch(name) or name == REAL_ONLY:
-        raise ValueError(f"generator name {name!r}: use letters, digits and _ . + - (and not {REAL_ONLY!r})")
+    if not _NAME_PATTERN.fullmatch(name) or name in RESERVED_NAMES:
+        reserved = " or ".join(map(repr, RESERVED_NAMES))
+        raise ValueError(f"generator name {name!r}: use letters, digits and _ . + - (and not {reserved})")
     if location == BUNDLED:
         if not has_bundled_checkpoint():
             raise ValueError(f"generator {name}: no bundled model exists yet at {BUNDLED_CHECKPOINT}; give a folder")

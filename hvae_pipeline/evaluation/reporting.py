@@ -32,7 +32,7 @@ def augmentation_markdown(summary: dict[str, Any]) -> str:
             for name, by_count in summary["dice"].items()]
     unet = summary["unet"]
     sampling = summary["sampling"]
-    return "\n\n".join([
+    sections = [
         "# Downstream augmentation: U-Net DSC (%) on held-out patients",
         f"Data: {summary['data']}.",
         _table(["generator \\ synthetic N", *map(str, counts)], rows),
@@ -43,9 +43,32 @@ def augmentation_markdown(summary: dict[str, Any]) -> str:
         f"RMSprop lr {unet['learning_rate']}, batch {unet['batch_size']}, {unet['epochs']} epochs over real + "
         f"synthetic slices. Synthetic pairs: {_LATENT_SOURCES[sampling.get('prior', 'auto')]}, mask threshold "
         f"{sampling['mask_threshold']}, kept when "
-        f"the mask has >= {sampling['min_mask_area']} px; {summary['nested_subsets']}. "
+        f"the mask has >= {sampling['min_mask_area']} px{_decoded_on(sampling)}; {summary['nested_subsets']}. "
         f"Total U-Net training time {summary['total_train_seconds']} s.",
-    ]) + "\n"
+    ]
+    return "\n\n".join(sections + _equal_update_sections(summary)) + "\n"
+
+
+def _decoded_on(sampling: dict[str, Any]) -> str:
+    """Where the pairs were decoded, when not on the CPU (recorded only then: see SamplingSettings.identity)."""
+    return f", decoded on {sampling['device']}" if "device" in sampling else ""
+
+
+def _equal_update_sections(summary: dict[str, Any]) -> list[str]:
+    """The equal-update control's table and its reading, when the summary has one."""
+    control = summary.get("equal_update_control")
+    if not control:
+        return []
+    counts = list(control)
+    rows = [["real-only, equal updates"] + [mean_std(control[n]["mean"], control[n]["std"], 100, 1) for n in counts],
+            ["its epochs"] + [str(control[n]["epochs"]) for n in counts]]
+    return [
+        "## Equal-update control",
+        _table(["as many U-Net updates as with N synthetic pairs", *counts], rows),
+        "Real train slices only, trained for as many optimiser updates as a run with N synthetic pairs (the fixed "
+        "epoch count makes added pairs also add updates): a generator's gain over this row at the same N is what "
+        "its pairs add beyond the longer training.",
+    ]
 
 
 # What each sampling prior means, for the reports ("auto" is left out of recorded settings: see SamplingSettings).
@@ -69,6 +92,12 @@ def plot_augmentation(summary: dict[str, Any], path: Path) -> None:
         means = [100 * by_count[str(n)]["mean"] for n in counts]
         stds = [100 * (by_count[str(n)]["std"] or 0.0) for n in counts]
         axis.errorbar(counts, means, yerr=stds, marker="o", capsize=3, label=name)
+    control = summary.get("equal_update_control", {})
+    if control:
+        control_counts = [int(n) for n in control]
+        axis.errorbar(control_counts, [100 * control[str(n)]["mean"] for n in control_counts],
+                      yerr=[100 * (control[str(n)]["std"] or 0.0) for n in control_counts], color="black",
+                      linestyle="--", marker="s", capsize=3, label="real-only, equal updates")
     axis.set_xlabel("number of synthetic pairs N")
     axis.set_ylabel("test DSC (%)")
     axis.set_title(f"U-Net DSC vs synthetic data ({len(summary['seeds'])} seeds)")

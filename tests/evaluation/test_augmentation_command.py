@@ -163,6 +163,7 @@ def test_an_empty_count_list_is_refused(tmp_path, capsys):
         ("tiny=/nonexistent/folder", "generator tiny: /nonexistent/folder does not exist"),
         ("no-equals-sign", "expected NAME=PATH"),
         ("real-only=.", "generator name 'real-only'"),
+        ("real-only-equal-updates=.", "(and not 'real-only' or 'real-only-equal-updates')"),
     ],
 )
 def test_bad_generators_get_clear_errors(tmp_path, capsys, generator, message):
@@ -203,3 +204,49 @@ def test_num_seeds_and_seeds_together_are_refused(tmp_path, capsys):
         augmentation(tmp_path, tmp_path / "out", "--seeds", "0")
     assert exit_status.value.code == 2
     assert "not allowed with argument --num-seeds" in capsys.readouterr().err
+
+
+def test_equal_update_control_trains_real_only_runs_for_the_updates_of_n_pairs(tmp_path, capsys, monkeypatch):
+    import hvae_pipeline.evaluation.augmentation as augmentation_module
+
+    trainings = []  # (description, number of slices, epochs) of every U-Net trained
+    real_train_segmenter = augmentation_module.train_segmenter
+
+    def recording_train_segmenter(images, masks, settings, *args, description, **kwargs):
+        trainings.append((description, len(images), settings.epochs))
+        return real_train_segmenter(images, masks, settings, *args, description=description, **kwargs)
+
+    monkeypatch.setattr(augmentation_module, "train_segmenter", recording_train_segmenter)
+    generator = save_tiny_generator(tmp_path / "generator")
+    out = tmp_path / "out"
+    # 32 real slices, batch 8: 4 updates an epoch; with N = 32 pairs 8 an epoch, so 1 epoch of 64 slices = 2 of 32.
+    assert main(["augmentation", "--generator", f"tiny={generator}", "--out", str(out), "--counts", "0", "32",
+                 "--num-seeds", "1", "--equal-update-control", "32", *PHANTOM_DATA, *TINY_UNET, *TINY_SAMPLING,
+                 *QUIET]) == 0
+    assert trainings == [("U-Net real-only N=0 seed=0", 32, 1), ("U-Net real-only-equal-updates N=32 seed=0", 32, 2),
+                         ("U-Net tiny N=32 seed=0", 64, 1)]
+    record = json.loads((out / "runs" / "augmentation__real-only-equal-updates__n32__seed0.json").read_text())
+    assert record["num_synthetic"] == 0 and record["equal_updates_as_num_synthetic"] == 32 and record["epochs"] == 2
+    assert record["settings"]["unet"]["epochs"] == 2 and "sampling" not in record["settings"]
+
+    summary = json.loads((out / "augmentation.json").read_text())
+    assert summary["equal_update_control"]["32"]["epochs"] == 2
+    assert summary["equal_update_control"]["32"]["mean"] == pytest.approx(record["dice_mean"])
+    assert set(summary["dice"]) == {"tiny"}  # the control is not a generator
+    table = (out / "augmentation.md").read_text()
+    assert "## Equal-update control" in table
+    assert f"| real-only, equal updates | {100 * record['dice_mean']:.1f} |" in table
+    # A process given only N > 0 leaves the control to the one given N = 0; the whole grid then finds it finished.
+    assert main(["augmentation", "--generator", f"tiny={generator}", "--out", str(out), "--counts", "32",
+                 "--num-seeds", "1", "--equal-update-control", "32", *PHANTOM_DATA, *TINY_UNET, *TINY_SAMPLING,
+                 *QUIET]) == 0
+    assert "equal_update_control" not in json.loads((out / "augmentation.json").read_text())
+    assert len(trainings) == 3
+
+
+@pytest.mark.parametrize(("counts", "message"), [(["0"], "must be distinct and > 0, got [0]"),
+                                                 (["4", "4"], "must be distinct and > 0, got [4, 4]")])
+def test_bad_equal_update_counts_get_clear_errors(tmp_path, capsys, counts, message):
+    generator = save_tiny_generator(tmp_path / "generator")
+    assert augmentation(generator, tmp_path / "out", "--equal-update-control", *counts) == 2
+    assert message in capsys.readouterr().err

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from evaluation_helpers import TINY_MIN_MASK_AREA, TINY_SIZE, save_tiny_generator
@@ -108,3 +110,24 @@ def test_sampling_device_is_recorded_apart_from_cpu_and_checked(generator, tmp_p
     assert torch.equal(cpu.pairs(3, seed=0)[0], explicit_cpu.pairs(3, seed=0)[0])
     with pytest.raises(ValueError, match="sampling device 'gpu0' is not a torch device"):
         SamplingSettings(device="gpu0")
+
+
+@pytest.mark.parametrize(("num_real", "count"), [(269, 100), (269, 500), (269, 2000), (32, 32), (10, 7), (100, 0)])
+def test_equal_update_epochs_match_the_updates_of_the_augmented_run(num_real, count):
+    from hvae_pipeline.evaluation.augmentation import equal_update_epochs
+
+    settings = UNetSettings(epochs=40, batch_size=32)
+    epochs = equal_update_epochs(settings, num_real, count)
+    updates_augmented = 40 * math.ceil((num_real + count) / 32)
+    updates_per_real_epoch = math.ceil(num_real / 32)
+    # Within half an epoch of the augmented run's updates, which is the best whole epochs can do.
+    assert abs(epochs * updates_per_real_epoch - updates_augmented) <= updates_per_real_epoch / 2
+    if count == 0:
+        assert epochs == 40
+
+
+def test_equal_update_epochs_of_the_brats_grid():
+    from hvae_pipeline.evaluation.augmentation import equal_update_epochs
+
+    # 269 real slices, the paper's 40 epochs of batch 32: the controls run in RESULTS.md.
+    assert [equal_update_epochs(UNetSettings(), 269, n) for n in (500, 1000, 2000)] == [111, 178, 316]

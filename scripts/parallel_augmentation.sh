@@ -57,4 +57,5 @@ fi
 generator_arguments=()
 for generator in "${generators[@]}"; do generator_arguments+=(--generator "$generator"); done
 # The whole grid: every run is finished, so this only writes augmentation.{json,md,png}.
-"${evaluate[@]}" augmentation "${generator_arguments[@]}" --counts $counts --seeds $seeds --out "$out" --no-progress "$@"
+"${evaluate[@]}" augmentation "${generator_arguments[@]}" --counts $counts --seeds $seeds --out "$out" --no-progress \
+  "$@"

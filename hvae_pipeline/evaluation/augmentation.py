@@ -70,9 +70,9 @@ class AugmentationGrid:
             raise ValueError(f"synthetic counts N are repeated: {list(self.counts)}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"need at least one seed and no repeated seed, got {list(self.seeds)}")
-        if min(self.equal_update_counts, default=1) < 1 or len(set(self.equal_update_counts)) != len(
-                self.equal_update_counts):
-            raise ValueError(f"equal-update control counts N must be distinct and > 0, got {list(self.equal_update_counts)}")
+        controls = self.equal_update_counts
+        if min(controls, default=1) < 1 or len(set(controls)) != len(controls):
+            raise ValueError(f"equal-update control counts N must be distinct and > 0, got {list(controls)}")
         if max(self.counts) > 0 and not self.generators:
             raise ValueError("synthetic counts N > 0 need at least one generator (--generator NAME=PATH)")
         check_distinct_names(list(self.generators))
@@ -127,7 +127,8 @@ def plan_runs(grid: AugmentationGrid) -> list[PlannedRun]:
     Runs of one (generator, seed) follow each other so its synthetic pairs are drawn once, for the largest N.
     """
     runs = [PlannedRun(REAL_ONLY, 0, seed) for seed in grid.seeds if 0 in grid.counts]
-    runs += [PlannedRun(EQUAL_UPDATES, count, seed) for seed in grid.seeds for count in grid.planned_equal_update_counts]
+    runs += [PlannedRun(EQUAL_UPDATES, count, seed)
+             for seed in grid.seeds for count in grid.planned_equal_update_counts]
     for generator in grid.generators:
         for seed in grid.seeds:
             runs += [PlannedRun(generator.name, count, seed) for count in grid.sorted_counts if count > 0]

@@ -66,7 +66,8 @@ class SamplingSettings:
         try:
             torch.device(self.device)
         except RuntimeError as error:
-            raise ValueError(f"sampling device {self.device!r} is not a torch device (e.g. cpu, cuda): {error}") from None
+            raise ValueError(
+                f"sampling device {self.device!r} is not a torch device (e.g. cpu, cuda): {error}") from None
 
     def identity(self) -> dict[str, Any]:
         """The settings as recorded with results and cached samples. ``prior="auto"`` is left out: it means "as the

@@ -183,7 +183,8 @@ def test_a_grid_split_by_seeds_over_invocations_gives_the_whole_grids_summary(fi
     assert augmentation(generator, tmp_path / "out") == 0
     assert "0 U-Net runs trained, 4 already finished (skipped)" in capsys.readouterr().out
     # Seeds are seeds: run s of the split grid is run s of the whole one.
-    summary, reference = (json.loads((folder / "augmentation.json").read_text()) for folder in (tmp_path / "out", finished))
+    summary, reference = (json.loads((folder / "augmentation.json").read_text())
+                          for folder in (tmp_path / "out", finished))
     for timing in (summary, reference):
         timing.pop("total_train_seconds")
     assert summary == reference

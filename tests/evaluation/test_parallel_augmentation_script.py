@@ -36,7 +36,8 @@ def test_parallel_processes_give_the_sequential_grid(tmp_path):
 
     assert main(["augmentation", "--generator", f"tiny={generator}", "--out", str(tmp_path / "sequential"),
                  "--counts", "0", "4", "--num-seeds", "2", "--no-progress", *common]) == 0
-    summaries = [json.loads((tmp_path / folder / "augmentation.json").read_text()) for folder in ("parallel", "sequential")]
+    summaries = [json.loads((tmp_path / folder / "augmentation.json").read_text())
+                 for folder in ("parallel", "sequential")]
     for summary in summaries:
         summary.pop("total_train_seconds")
     assert summaries[0] == summaries[1]

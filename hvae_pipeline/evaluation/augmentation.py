@@ -102,6 +102,11 @@ class PlannedRun:
         """Record name of the run."""
         return f"augmentation__{self.generator}__n{self.count}__seed{self.seed}"
 
+    @property
+    def num_synthetic(self) -> int:
+        """Synthetic pairs in its training set: ``count``, except for a control run (real slices only)."""
+        return 0 if self.generator == EQUAL_UPDATES else self.count
+
 
 @dataclass
 class AugmentationOutcome:
@@ -181,7 +186,7 @@ def run_augmentation(
 
     def settings_of(run: PlannedRun) -> dict[str, Any]:
         settings = {"data": data_spec.identity(), "unet": unet_of(run).as_dict()}
-        if run.generator in (REAL_ONLY, EQUAL_UPDATES):
+        if run.num_synthetic == 0:  # no pairs drawn: the sampling settings do not apply
             return settings
         fingerprint = sources[run.generator].fingerprint
         return {**settings, "sampling": sampling.identity(), "generator_fingerprint": fingerprint}
@@ -197,10 +202,10 @@ def run_augmentation(
         for run in pending:
             overall.set_postfix(generator=run.generator, N=run.count, seed=run.seed)
             # Look again: another process sharing this folder may have finished the run since the plan was made.
-            records[run.key] = store.finished(run.key, settings_of(run))
+            settings = settings_of(run)
+            records[run.key] = store.finished(run.key, settings)
             if records[run.key] is None:
-                records[run.key] = _train_and_score(run, real, unet_of(run), sources, store, settings_of(run), progress,
-                                                    device)
+                records[run.key] = _train_and_score(run, real, unet_of(run), sources, store, settings, progress, device)
                 trained += 1
             overall.update()
     summary = summarise(grid, records, real.description, unet, sampling)
@@ -211,8 +216,7 @@ def run_augmentation(
 def _train_and_score(run: PlannedRun, real: RealSplit, unet: UNetSettings, sources: dict[str, SyntheticPairs],
                      store: RecordStore, settings: dict[str, Any], progress: bool, device: str) -> dict[str, Any]:
     images, masks = real.train_images, real.train_masks
-    synthetic_count = 0 if run.generator == EQUAL_UPDATES else run.count
-    if synthetic_count > 0:
+    if run.num_synthetic > 0:
         synthetic_images, synthetic_masks = sources[run.generator].pairs(run.count, run.seed)
         images = torch.cat([images, synthetic_images])
         masks = torch.cat([masks, synthetic_masks])
@@ -221,7 +225,7 @@ def _train_and_score(run: PlannedRun, real: RealSplit, unet: UNetSettings, sourc
     dice = slice_dice(trained.network, real.test_images, real.test_masks, unet.prediction_threshold)
     return store.save(run.key, settings, {
         "generator": run.generator,
-        "num_synthetic": synthetic_count,
+        "num_synthetic": run.num_synthetic,
         **({"equal_updates_as_num_synthetic": run.count} if run.generator == EQUAL_UPDATES else {}),
         "seed": run.seed,
         "epochs": unet.epochs,

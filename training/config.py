@@ -64,6 +64,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "mixed_precision": "no",  # no | bf16 | fp16 (GPU only; CPUs stay in fp32)
         "ema_decay": None,  # e.g. 0.999; None disables EMA weights
         "vae_warmup_steps": 0,  # first steps with the flow off (n_leapfrog=0): a cheap warm start
+        "flow_learning_rate": None,  # HVAE: learning rate of the learnt step sizes and beta_zero (None: learning_rate)
+        "trainable_parameters": "all",  # HVAE: all | flow (networks frozen: only the flow's parameters learn)
         "discriminator_learning_rate": None,  # LSGAN: the discriminator's own rate (TTUR); None: learning_rate
         "discriminator_warmup_steps": 0,  # LSGAN: first steps train the discriminator only (generator frozen)
         "fit_latent_prior": True,  # HVAE/VAE: ship a Gaussian fitted to the aggregate posterior (sampling default)

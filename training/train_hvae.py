@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python training/train_hvae.py` from a checkout
 
 import torch  # noqa: E402
 
 from hvae_pipeline import HVAEModel, HVAEPipeline, fit_latent_prior  # noqa: E402
+from training.config import ConfigError  # noqa: E402
 from training.loop import TrainingRun, command_line  # noqa: E402
 
 
@@ -31,8 +32,45 @@ class HVAERun(TrainingRun):
     kind = "hvae"
     unused_training_keys = ("discriminator_learning_rate", "discriminator_warmup_steps")
 
+    def __init__(self, config: dict[str, dict[str, Any]]) -> None:
+        super().__init__(config)
+        trainable = config["training"]["trainable_parameters"]
+        if trainable not in ("all", "flow"):
+            raise ConfigError(f"training.trainable_parameters={trainable!r}: expected 'all' or 'flow'")
+
     def build_model(self) -> HVAEModel:
         return HVAEModel(**self.model_arguments())
+
+    def parameter_groups(self, model: HVAEModel) -> list[dict[str, Any]]:
+        """The networks at ``training.learning_rate``; the flow's few parameters at ``training.flow_learning_rate``
+        without weight decay. With ``training.trainable_parameters: flow`` the networks are frozen (only the flow's
+        step sizes and ``beta_zero`` learn: a cheap stage between a VAE warm start and joint training)."""
+        settings = self.config["training"]
+        flow = model.flow_parameters()
+        flow_ids = {id(parameter) for parameter in flow}
+        networks = [parameter for parameter in model.parameters() if id(parameter) not in flow_ids]
+        if settings["trainable_parameters"] == "flow":
+            if not flow:
+                raise ConfigError("training.trainable_parameters=flow needs a learnt flow: set model.learn_step_size="
+                                  "true and/or model.learn_beta_zero=true")
+            for parameter in networks:
+                parameter.requires_grad_(False)
+            networks = []
+        groups = [{"params": networks}] if networks else []
+        if flow:
+            groups.append({"params": flow, "lr": settings["flow_learning_rate"] or settings["learning_rate"],
+                           "weight_decay": 0.0})
+        return groups
+
+    def load_initial_weights(self, model: HVAEModel, weights: dict[str, torch.Tensor]) -> None:
+        """A saved HVAE/VAE's weights; a learnt flow absent from them (a fixed-step warm start) keeps its
+        initialisation from the config."""
+        missing, unexpected = model.load_state_dict(weights, strict=False)
+        flow_names = {name for name, parameter in model.named_parameters()
+                      if any(parameter is flow for flow in model.flow_parameters())}
+        if unexpected or set(missing) - flow_names:
+            raise RuntimeError(f"missing tensors {sorted(set(missing) - flow_names)}, unexpected tensors "
+                               f"{sorted(unexpected)}")
 
     def loss_terms(self, model, images, masks, generator, step) -> dict[str, torch.Tensor]:
         warmup = step < self.config["training"]["vae_warmup_steps"]
@@ -44,6 +82,7 @@ class HVAERun(TrainingRun):
             "mask_log_likelihood": output.mask_log_likelihood.mean(),
             "kl": output.kl.mean(),
             "flow_gain": output.flow_gain.mean(),
+            **flow_terms(model),
         }
 
     @torch.no_grad()
@@ -59,6 +98,14 @@ class HVAERun(TrainingRun):
         if not self.config["training"]["fit_latent_prior"]:
             return HVAEPipeline(model)
         return HVAEPipeline(model, fit_latent_prior(model, images, masks))
+
+
+def flow_terms(model) -> dict[str, torch.Tensor]:
+    """The learnt flow's step sizes (min / median / max over latent dimensions) and ``beta_zero``, to log."""
+    model = getattr(model, "module", model)  # unwrapped from DistributedDataParallel
+    if not model.flow_parameters():
+        return {}
+    return {name: torch.tensor(value) for name, value in model.flow_summary().items()}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -25,7 +25,8 @@ class LSGANRun(TrainingRun):
     """Simultaneous least-squares updates of generator and discriminator with one optimiser."""
 
     kind = "lsgan"
-    unused_training_keys = ("vae_warmup_steps", "flow_checkpoint_chunk_size", "fit_latent_prior")
+    unused_training_keys = ("vae_warmup_steps", "flow_checkpoint_chunk_size", "fit_latent_prior", "flow_learning_rate",
+                            "trainable_parameters")
 
     def build_model(self) -> LSGANModel:
         return LSGANModel(**self.model_arguments())

@@ -212,6 +212,23 @@ class HVAEModel(ModelMixin, ConfigMixin):
             return self.config.max_step_size * torch.sigmoid(self.step_size_logit)
         return self.config.step_size
 
+    def flow_parameters(self) -> list[nn.Parameter]:
+        """The flow's own learnt parameters (per-dimension step-size logits, the ``beta_zero`` logit): empty when both
+        are fixed. Training gives them their own learning rate, and can train them alone on frozen networks."""
+        names = ("step_size_logit", "beta_zero_logit")
+        return [getattr(self, name) for name in names if hasattr(self, name)]
+
+    def flow_summary(self) -> dict[str, float]:
+        """The flow's settings as plain numbers: ``step_size_min`` / ``_median`` / ``_max`` over latent dimensions
+        (equal when the step is fixed) and ``beta_zero``; for logs and model cards."""
+        step_size = torch.as_tensor(self.leapfrog_step_size(), dtype=torch.float32).detach().flatten()
+        return {
+            "step_size_min": step_size.min().item(),
+            "step_size_median": step_size.median().item(),
+            "step_size_max": step_size.max().item(),
+            "beta_zero": self.temperature_schedule(0)[0].item(),
+        }
+
     def temperature_schedule(self, n_leapfrog: int | None = None) -> torch.Tensor:
         """Inverse temperatures ``beta_0 .. beta_K`` of the flow (``beta_K = 1``); ``K`` defaults to the config's."""
         if self.config.learn_beta_zero:

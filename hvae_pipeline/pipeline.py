@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import PIL.Image
 import torch
-from diffusers import DiffusionPipeline
+from diffusers import DiffusionPipeline, ModelMixin
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from .hub import raise_clear_hub_error
 from .models.latent_prior import GaussianLatentPrior
-from .validation import as_class_ids, check_images
+from .validation import as_class_ids, check_images, name_list
+from .weights_check import check_loaded_weights, non_finite_tensors
 
 OUTPUT_TYPES = ("pil", "np", "pt")
 # "standard": N(0, I), the paper's protocol; "fitted": the pipeline's GaussianLatentPrior; "auto": fitted when the
@@ -90,11 +91,17 @@ class HVAEPipeline(DiffusionPipeline):
         Raises:
             OSError: With a message saying what was looked for, when the folder does not exist and the Hub cannot be
                 reached (offline) or has no such repository.
+            CorruptWeightsError: (an ``OSError``) When a component's weights file lacks tensors of the model or holds
+                tensors it does not have (diffusers only warns: the layer would stay random), or a weight is not finite.
         """
         try:
-            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+            pipeline = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
         except (OSError, ConnectionError, ValueError) as error:
             raise_clear_hub_error(pretrained_model_name_or_path, error)
+        for name, component in pipeline.components.items():
+            if isinstance(component, ModelMixin):
+                check_loaded_weights(component, name)
+        return pipeline
 
     def push_to_hub(self, repo_id: str, **kwargs: Any) -> Any:
         """Upload the pipeline (safetensors weights, configs, model card) to the Hub; see ``save_pretrained``.
@@ -156,8 +163,14 @@ class HVAEPipeline(DiffusionPipeline):
         """Decode latents into images ``(N, C, H, W)`` in ``[0, 1]`` and uint8 masks ``(N, H, W)``.
 
         Binary masks are ``sigmoid(logit) > mask_threshold``; multi-class masks take the most probable class.
+
+        Raises:
+            ValueError: When the decoder returns NaN or infinite values (they would be written as black images with
+                empty masks); the message says why (non-finite weights or latents, or latents too large).
         """
         decoded = self.model.decode(latents)
+        if not (torch.isfinite(decoded.images).all() and torch.isfinite(decoded.mask_logits).all()):
+            raise ValueError(f"sampling produced NaN or infinite values: {_non_finite_cause(self.model, latents)}")
         if self.model.config.mask_channels == 1:
             masks = torch.sigmoid(decoded.mask_logits[:, 0]) > mask_threshold
         else:
@@ -196,14 +209,41 @@ class HVAEPipeline(DiffusionPipeline):
                 ``"auto"`` (fitted when the pipeline has one).
 
         Raises:
-            ValueError: On an invalid argument.
+            ValueError: On an invalid argument, or when decoding gives NaN or infinite values.
             SamplingBudgetExceeded: When fewer than ``num_samples`` pairs passed ``min_mask_area`` within ``max_draws``.
         """
-        _check_call_arguments(num_samples, temperature, mask_threshold, min_mask_area, batch_size, output_type)
+        _check_output_type(output_type)
+        batches = list(self.sample_batches(num_samples, generator, temperature, mask_threshold, min_mask_area,
+                                           batch_size, "pt", max_draws, prior))
+        images, masks = torch.cat([b.images for b in batches]), torch.cat([b.masks for b in batches])
+        images_out, masks_out = _format(images, masks, output_type, self.model.config.mask_channels)
+        if not return_dict:
+            return images_out, masks_out
+        return HVAEPipelineOutput(images=images_out, masks=masks_out, tumour_areas=tumour_area(masks).numpy())
+
+    @torch.inference_mode()
+    def sample_batches(
+        self,
+        num_samples: int = 1,
+        generator: torch.Generator | None = None,
+        temperature: float = 1.0,
+        mask_threshold: float = 0.5,
+        min_mask_area: int = 0,
+        batch_size: int = 32,
+        output_type: str = "np",
+        max_draws: int | None = None,
+        prior: str = "auto",
+    ) -> Iterator[HVAEPipelineOutput]:
+        """Sample like :meth:`__call__`, yielding the kept pairs of each decoded batch as soon as it is decoded.
+
+        Writing each batch before drawing the next keeps memory independent of ``num_samples``; the pairs and their
+        order are those of :meth:`__call__` with the same arguments. The arguments are :meth:`__call__`'s; the checks
+        run at the first ``next()``. Batches with no kept pair are not yielded.
+        """
+        _check_call_arguments(num_samples, temperature, mask_threshold, min_mask_area, batch_size)
+        _check_output_type(output_type)
         self.resolve_prior(prior)  # a bad `prior` fails before any drawing
         max_draws = max(20 * num_samples, 1000) if max_draws is None else max_draws
-        kept_images: list[torch.Tensor] = []
-        kept_masks: list[torch.Tensor] = []
         accepted = drawn = 0
         with self.progress_bar(total=num_samples) as progress:
             while accepted < num_samples:
@@ -221,16 +261,13 @@ class HVAEPipeline(DiffusionPipeline):
                 images, masks = self.decode_latents(latents, mask_threshold)
                 keep = tumour_area(masks) >= min_mask_area
                 keep[torch.cumsum(keep, 0) > num_samples - accepted] = False
-                kept_images.append(images[keep].cpu())
-                kept_masks.append(masks[keep].cpu())
-                progress.update(int(keep.sum()))
-                accepted += int(keep.sum())
-        images, masks = torch.cat(kept_images), torch.cat(kept_masks)
-        areas = tumour_area(masks).numpy()
-        images_out, masks_out = _format(images, masks, output_type, self.model.config.mask_channels)
-        if not return_dict:
-            return images_out, masks_out
-        return HVAEPipelineOutput(images=images_out, masks=masks_out, tumour_areas=areas)
+                kept = int(keep.sum())
+                progress.update(kept)
+                accepted += kept
+                if kept:
+                    images, masks = images[keep].cpu(), masks[keep].cpu()
+                    images_out, masks_out = _format(images, masks, output_type, self.model.config.mask_channels)
+                    yield HVAEPipelineOutput(images_out, masks_out, tumour_areas=tumour_area(masks).numpy())
 
     @torch.inference_mode()
     def reconstruct(
@@ -281,7 +318,7 @@ def tumour_area(masks: torch.Tensor) -> torch.Tensor:
 
 
 def _check_call_arguments(
-    num_samples: int, temperature: float, mask_threshold: float, min_mask_area: int, batch_size: int, output_type: str
+    num_samples: int, temperature: float, mask_threshold: float, min_mask_area: int, batch_size: int
 ) -> None:
     if not isinstance(num_samples, int) or num_samples < 1:
         raise ValueError(f"`num_samples` must be an integer >= 1, got {num_samples!r}")
@@ -293,8 +330,24 @@ def _check_call_arguments(
         raise ValueError(f"`min_mask_area` must be >= 0 pixels, got {min_mask_area!r}")
     if batch_size < 1:
         raise ValueError(f"`batch_size` must be >= 1, got {batch_size!r}")
+
+
+def _check_output_type(output_type: str) -> None:
     if output_type not in OUTPUT_TYPES:
         raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}")
+
+
+def _non_finite_cause(model: torch.nn.Module, latents: torch.Tensor) -> str:
+    """Why ``model`` decoded ``latents`` into NaN or infinite values, and what to do about it."""
+    broken = non_finite_tensors(model)
+    if broken:
+        return (f"the model's weights hold NaN or infinite values ({name_list(broken)}): training diverged or the "
+                "weights were altered; load a healthy checkpoint")
+    if not torch.isfinite(latents).all():
+        return ("the latents are not finite: the temperature or the fitted latent prior's moments overflow; sample "
+                "with a temperature near 1 or refit the prior")
+    return (f"the latents reach |z| = {latents.abs().max().item():.3g}, too large for the decoder: lower the "
+            "temperature (1 is the prior's own spread)")
 
 
 def _format(images: torch.Tensor, masks: torch.Tensor, output_type: str, mask_channels: int) -> tuple[Any, Any]:

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
+
+LISTED_NAMES = 5  # names a message quotes before "and N more"
+
+
+def name_list(names: Sequence[str]) -> str:
+    """``"a, b, c, d, e and 3 more"``: the first names of a list, for a message that stays one line."""
+    more = f" and {len(names) - LISTED_NAMES} more" if len(names) > LISTED_NAMES else ""
+    return ", ".join(names[:LISTED_NAMES]) + more
 
 
 def check_images(images: torch.Tensor, image_channels: int, sample_size: int, name: str = "images") -> None:

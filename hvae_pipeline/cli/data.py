@@ -17,6 +17,8 @@ from typing import Sequence
 import numpy as np
 
 HISTOGRAM_BIN_PX = 25  # the paper's balancing bin width
+# What `prepare` writes: --overwrite replaces a folder holding only these (see hvae_pipeline.output_folder).
+OWN_OUTPUTS = ("dataset/", "dataset/**", "slices.parquet", "area_histogram.png", "summary.txt")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -25,8 +27,8 @@ def _parser() -> argparse.ArgumentParser:
     prepare = commands.add_parser("prepare", help="load a dataset folder and write it with save_to_disk")
     prepare.add_argument("kind", choices=("brats", "hecktor", "pairs"), help="which loader to use")
     prepare.add_argument("root", type=Path, help="dataset folder")
-    prepare.add_argument("--out", type=Path, required=True, help="output folder (must be empty unless --overwrite)")
-    prepare.add_argument("--overwrite", action="store_true", help="replace a non-empty --out once the new one is complete")
+    prepare.add_argument("--out", type=Path, required=True, help="output folder (new or empty unless --overwrite)")
+    prepare.add_argument("--overwrite", action="store_true", help="replace an earlier output in --out once the new one is complete")
     prepare.add_argument("--parquet", action="store_true", help="also write slices.parquet")
     prepare.add_argument("--modalities", nargs="+", help="brats: flair t1 t1ce t2 (default flair); hecktor: pt ct (default pt)")
     prepare.add_argument("--label", help="target (brats default whole_tumor, hecktor default gtvp)")
@@ -97,22 +99,21 @@ def _save_histogram(counts: np.ndarray, edges: np.ndarray, path: Path, title: st
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``hvae-data``; returns the exit code (0 success, 2 bad input)."""
-    from hvae_pipeline.data import atomic_directory
+    from hvae_pipeline.output_folder import atomic_directory
 
     args = _parser().parse_args(argv)
     try:
-        # Check before the (long) preparation, and again atomically when moving the result into place.
-        if args.out.exists() and any(args.out.iterdir()) and not args.overwrite:
-            raise FileExistsError(f"{args.out}: output folder exists and is not empty (pass --overwrite to replace it)")
-        dataset = _load(args)
-        text, counts, edges = summarize(list(dataset["patient_id"]), np.asarray(dataset["tumour_area"]))
-        with atomic_directory(args.out, overwrite=args.overwrite) as temporary:
+        # Entering checks --out and creates the staging folder before the (long) preparation, and moving the result
+        # into place checks again.
+        with atomic_directory(args.out, OWN_OUTPUTS, overwrite=args.overwrite, argument="--out") as temporary:
+            dataset = _load(args)
+            text, counts, edges = summarize(list(dataset["patient_id"]), np.asarray(dataset["tumour_area"]))
             dataset.save_to_disk(str(temporary / "dataset"))
             if args.parquet:
                 dataset.to_parquet(str(temporary / "slices.parquet"))
             _save_histogram(counts, edges, temporary / "area_histogram.png", f"{args.kind}: {args.root.name}")
             (temporary / "summary.txt").write_text(text + "\n")
-    except (ValueError, FileNotFoundError, FileExistsError) as exc:
+    except (ValueError, FileNotFoundError) as exc:
         print(f"hvae-data: error: {exc}", file=sys.stderr)
         return 2
     print(text)

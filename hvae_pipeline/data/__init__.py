@@ -6,9 +6,9 @@ Every loader returns a :class:`datasets.Dataset` with the features of :func:`sli
 ``slice_index`` inferior -> superior.
 """
 
+from ..output_folder import atomic_directory
 from .balance import balance_by_area
 from .brats import load_brats_slices
-from .cache import atomic_directory
 from .errors import DataFormatError, MissingDataError
 from .features import collate_slices, slice_features, slices_to_torch
 from .hecktor import load_hecktor_slices, read_bbox_csv

@@ -1,4 +1,4 @@
-"""On-disk cache of prepared slice datasets, and atomic directory writes.
+"""On-disk cache of prepared slice datasets.
 
 A cache entry is a ``save_to_disk`` folder named by a hash of the loader name, its arguments and the path, size
 and modification time of every input file, so editing or replacing an input file invalidates the entry. Entries
@@ -8,16 +8,15 @@ a half-written entry that a later call would trust.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable
 
 from datasets import Dataset, load_from_disk
+
+from ..output_folder import atomic_directory
 
 # Bump when the content produced for the same arguments changes, so old cache entries are not reused.
 CACHE_FORMAT_VERSION = 1
@@ -47,36 +46,6 @@ def cache_key(loader: str, arguments: dict[str, Any], files: Iterable[Path]) -> 
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 
-@contextlib.contextmanager
-def atomic_directory(target: Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary sibling folder of ``target``; on success it is renamed to ``target``.
-
-    Args:
-        target: final folder.
-        overwrite: replace an existing non-empty ``target`` (only once the new content is complete).
-
-    Raises:
-        FileExistsError: ``target`` exists, is not empty, and ``overwrite`` is False.
-    """
-    target = Path(target)
-    if target.exists() and any(target.iterdir()) and not overwrite:
-        raise FileExistsError(f"{target}: output folder exists and is not empty (use overwrite to replace it)")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        yield temporary
-        if target.exists():
-            # Move the old folder aside first: rename cannot replace a non-empty directory.
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-            os.replace(target, old / "content")
-            os.replace(temporary, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(temporary, target)
-    finally:
-        shutil.rmtree(temporary, ignore_errors=True)
-
-
 def cached_dataset(cache_dir: Path | None, key: str, build: Callable[[], Dataset]) -> Dataset:
     """Return the cached dataset for ``key``, or ``build()`` it and store it (when ``cache_dir`` is not None)."""
     if cache_dir is None:
@@ -86,7 +55,8 @@ def cached_dataset(cache_dir: Path | None, key: str, build: Callable[[], Dataset
         return load_from_disk(str(entry))
     dataset = build()
     try:
-        with atomic_directory(entry, overwrite=True) as temporary:
+        # The entry is this cache's own folder: whatever an earlier, interrupted write left in it may be replaced.
+        with atomic_directory(entry, owned=("**",), overwrite=True) as temporary:
             dataset.save_to_disk(str(temporary))
     except OSError:
         # Another process may have renamed its own copy of the same entry into place first: use that one.

@@ -68,6 +68,27 @@ def test_fit_has_the_exact_moments_of_the_aggregate_posterior(tiny_config):
     assert prior.config.num_slices == 8
 
 
+def test_fit_to_the_flow_has_the_moments_of_its_z_k_draws(tiny_config):
+    """source="flow" describes the latents the decoder is trained on: the population mean and covariance of
+    ``samples_per_slice`` draws of the flow's z_K per slice, whatever the batching."""
+    model = tiny_model(tiny_config, step_size=0.2)
+    images, masks = random_pairs(8, 16, seed=4)
+    prior = fit_latent_prior(model, images, masks, batch_size=8, progress=False, source="flow", samples_per_slice=40,
+                             generator=seeded(2))
+    generator = seeded(2)
+    with torch.no_grad():
+        draws = torch.cat([model(images, masks, generator=generator).z.flatten(1) for _ in range(40)]).double()
+    fitted = prior.scale_tril.double() @ prior.scale_tril.double().T
+    assert torch.allclose(prior.mean.double(), draws.mean(0), atol=1e-5)
+    assert torch.allclose(fitted, torch.cov(draws.T, correction=0), atol=1e-4)
+    assert prior.config.source == "flow" and prior.config.num_slices == 8
+    with torch.no_grad():
+        z0 = model.encode(images, masks).latent_dist.mean
+    assert (draws.mean(0) - z0.flatten(1).double().mean(0)).abs().max() > 1e-3  # the flow moved z
+    with pytest.raises(ValueError, match="`source` must be one of"):
+        fit_latent_prior(model, images, masks, progress=False, source="z_K")
+
+
 def test_fit_refuses_bad_inputs(tiny_config):
     model = tiny_model(tiny_config)
     images, masks = random_pairs(4, 16)

@@ -230,3 +230,36 @@ def test_decode_checks_latent_shape(tiny_config):
     model = HVAEModel(**tiny_config)
     with pytest.raises(ValueError, match="`z` must have shape"):
         model.decode(torch.zeros(1, 3, 4, 4))
+
+
+def test_learnt_flow_survives_save_and_load_and_is_summarised(tiny_config, tmp_path):
+    model = HVAEModel(**tiny_config, learn_step_size=True, learn_beta_zero=True, step_size=0.01, beta_zero=0.5)
+    with torch.no_grad():
+        model.step_size_logit.copy_(torch.randn(model.latent_shape, generator=seeded(3)) - 3.0)
+        model.beta_zero_logit.fill_(-1.0)
+    model.save_pretrained(tmp_path / "model")
+    loaded = HVAEModel.from_pretrained(tmp_path / "model")
+    assert torch.equal(loaded.leapfrog_step_size(), model.leapfrog_step_size())
+    assert torch.equal(loaded.temperature_schedule(), model.temperature_schedule())
+    steps = model.leapfrog_step_size().flatten()
+    summary = loaded.flow_summary()
+    assert summary["step_size_min"] == pytest.approx(steps.min().item())
+    assert summary["step_size_median"] == pytest.approx(steps.median().item())
+    assert summary["step_size_max"] == pytest.approx(steps.max().item())
+    assert summary["beta_zero"] == pytest.approx(torch.sigmoid(torch.tensor(-1.0)).item())
+    assert [p.shape for p in loaded.flow_parameters()] == [model.latent_shape, ()]
+    fixed = HVAEModel(**tiny_config).flow_summary()
+    assert fixed["step_size_min"] == fixed["step_size_max"] == pytest.approx(1e-3) and HVAEModel(
+        **tiny_config).flow_parameters() == []
+
+
+def test_learnt_flow_with_the_flow_off_is_exactly_the_vae_bound(tiny_config):
+    learnt = HVAEModel(**tiny_config, learn_step_size=True, learn_beta_zero=True, step_size=0.05, beta_zero=0.4)
+    vae = HVAEModel(**tiny_config, n_leapfrog=0, beta_zero=1.0)
+    networks = {k: v for k, v in learnt.state_dict().items() if k not in ("step_size_logit", "beta_zero_logit")}
+    vae.load_state_dict(networks)
+    images, masks = random_pairs(3, 16)
+    with torch.no_grad():
+        off = learnt(images, masks, generator=seeded(5), n_leapfrog=0)
+        reference = vae(images, masks, generator=seeded(5))
+    assert torch.equal(off.elbo, reference.elbo) and torch.all(off.flow_gain == 0)

@@ -284,6 +284,8 @@ def test_fitting_the_latent_prior_can_be_switched_off(tmp_path):
         (["optimiser.lr=3"], "unknown section 'optimiser'"),
         (["--config", "no-such-config"], "config 'no-such-config' not found"),
         (["training.discriminator_warmup_steps=5"], "training.discriminator_warmup_steps=5 does not apply to the hvae"),
+        (["training.trainable_parameters=decoder"], "training.trainable_parameters='decoder': expected 'all' or"),
+        (["training.trainable_parameters=flow"], "trainable_parameters=flow needs a learnt flow"),
     ],
 )
 def test_bad_configuration_is_reported(arguments, message, capsys):
@@ -324,3 +326,43 @@ def test_stage_logs_chain_into_one_curve(tmp_path, capsys):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and not list(tmp_path.glob("*.partial"))
     assert plot_stages.main([str(out), str(tmp_path / "missing.csv")]) == 2
     assert "missing.csv" in capsys.readouterr().err
+
+
+LEARNT_FLOW = ["model.learn_step_size=true", "model.learn_beta_zero=true", "model.beta_zero=0.5",
+               "training.flow_learning_rate=0.05"]
+
+
+def test_learnt_flow_gets_its_own_learning_rate_without_weight_decay():
+    run = train_hvae.HVAERun(load_config("phantom-tiny", [*TINY, *LEARNT_FLOW]))
+    model = run.build_model()
+    networks, flow = run.parameter_groups(model)
+    assert "lr" not in networks and flow["lr"] == 0.05 and flow["weight_decay"] == 0.0
+    assert [id(p) for p in flow["params"]] == [id(model.step_size_logit), id(model.beta_zero_logit)]
+    assert sorted(id(p) for p in networks["params"] + flow["params"]) == sorted(id(p) for p in model.parameters())
+
+
+def test_flow_only_stage_from_a_fixed_step_model_trains_the_flow_alone(tmp_path):
+    """The recipe's stage 2: a fixed-step (or VAE) warm start, the networks frozen, the step sizes and beta_0 learnt
+    through the exact bound (with gradient checkpointing of the flow), their distribution logged."""
+    start, out = tmp_path / "start", tmp_path / "flow"
+    assert train_hvae.main(["--config", "phantom-tiny", *TINY, f"training.output_dir={start}",
+                            "training.max_steps=2"]) == 0
+    assert train_hvae.main(["--config", "phantom-tiny", *TINY, *LEARNT_FLOW, f"training.output_dir={out}",
+                            "training.max_steps=3", f"training.init_from={start / 'pipeline'}",
+                            "training.trainable_parameters=flow", "training.gradient_checkpointing=true"]) == 0
+    before, after = weights(start), weights(out)
+    assert set(after) - set(before) == {"step_size_logit", "beta_zero_logit"}
+    assert all(torch.equal(after[name], tensor) for name, tensor in before.items())
+    initial_logit = torch.logit(torch.tensor(0.01 / 0.5))  # phantom-tiny's step 0.01, max_step_size 0.5
+    assert not torch.allclose(after["step_size_logit"], initial_logit.expand_as(after["step_size_logit"]))
+    assert after["beta_zero_logit"].item() != pytest.approx(0.0)  # logit(0.5) = 0 at the start
+    rows = metrics(out)
+    for row in rows:
+        assert 0 < float(row["step_size_min"]) <= float(row["step_size_median"]) <= float(row["step_size_max"]) < 0.5
+        assert 0 < float(row["beta_zero"]) < 1
+    # Rows log the flow that computed their loss, i.e. before that step's update.
+    assert float(rows[0]["step_size_median"]) == pytest.approx(0.01, rel=1e-5)
+    card = (out / "pipeline" / "README.md").read_text()
+    learnt = HVAEPipeline.from_pretrained(out / "pipeline").model.flow_summary()
+    assert f"step sizes learnt per latent dimension: min {learnt['step_size_min']:.4g}" in card
+    assert "Only the flow's step sizes and beta_0 were trained in this run" in card

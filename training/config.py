@@ -69,6 +69,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "discriminator_learning_rate": None,  # LSGAN: the discriminator's own rate (TTUR); None: learning_rate
         "discriminator_warmup_steps": 0,  # LSGAN: first steps train the discriminator only (generator frozen)
         "fit_latent_prior": True,  # HVAE/VAE: ship a Gaussian fitted to the aggregate posterior (sampling default)
+        "latent_prior_source": "posterior",  # HVAE: fit it to the encoder's z_0 (posterior) or the flow's z_K (flow)
         "init_from": None,  # a saved pipeline folder whose weights start this run (e.g. a VAE warm-start run)
         "gradient_checkpointing": False,
         "flow_checkpoint_chunk_size": 4,  # with gradient_checkpointing: samples per recomputed chunk (null: batch)

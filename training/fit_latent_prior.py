@@ -1,7 +1,7 @@
 """Fit the latent prior of a saved HVAE/VAE pipeline to its training slices, in place or into a new folder.
 
     python training/fit_latent_prior.py --pipeline runs/cpu-128/pipeline --config cpu-128 [--out FOLDER]
-        [section.key=value ...]
+        [--source posterior|flow] [section.key=value ...]
 
 The training slices are those of the config's ``data`` section and ``data.patients`` (the ones the model was trained
 on). Pipelines exported by ``training/train_hvae.py`` already carry a fitted prior (``training.fit_latent_prior``);
@@ -19,7 +19,10 @@ from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python training/fit_latent_prior.py` from a checkout
 
+import torch  # noqa: E402
+
 from hvae_pipeline import HVAEModel, HVAEPipeline, fit_latent_prior  # noqa: E402
+from hvae_pipeline.models.latent_prior import LATENT_SOURCES  # noqa: E402
 from training.config import ConfigError, load_config  # noqa: E402
 from training.data import dataset_to_tensors, load_slice_dataset  # noqa: E402
 
@@ -46,6 +49,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pipeline", type=Path, required=True, help="folder written by save_pretrained")
     parser.add_argument("--config", required=True, help="the training config (YAML file or name under training/configs/)")
     parser.add_argument("--out", type=Path, help="write the fitted pipeline here instead of in place")
+    parser.add_argument("--source", choices=LATENT_SOURCES, default="posterior",
+                        help="fit the encoder's z_0 (posterior, exact, seconds) or the flow's z_K (flow, Monte Carlo)")
+    parser.add_argument("--samples-per-slice", type=int, default=4, help="flow runs per slice with --source flow (4)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the flow's draws with --source flow (0)")
     parser.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. data.root=/data/brats")
     args = parser.parse_args(argv)
     if not (args.pipeline / "model_index.json").is_file():
@@ -58,7 +65,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not isinstance(pipeline.model, HVAEModel):
         parser.error(f"--pipeline {args.pipeline}: a {type(pipeline.model).__name__} has no posterior to fit a prior to")
     images, masks = dataset_to_tensors(load_slice_dataset(data, data["patients"]))
-    prior = fit_latent_prior(pipeline.model.eval(), images, masks)
+    if args.samples_per_slice < 1:
+        parser.error(f"--samples-per-slice {args.samples_per_slice}: expected a positive number of flow runs")
+    prior = fit_latent_prior(pipeline.model.eval(), images, masks, source=args.source,
+                             samples_per_slice=args.samples_per_slice,
+                             generator=torch.Generator().manual_seed(args.seed))
     out_dir = args.out or args.pipeline
     write_with_prior(args.pipeline, out_dir, HVAEPipeline(pipeline.model, prior))
     print(f"Fitted the latent prior to {len(images)} slices; wrote {out_dir}")

@@ -460,7 +460,8 @@ def export_pipeline(run: TrainingRun, model, output_dir: Path, steps: int, secon
     pipeline.save_pretrained(staging, safe_serialization=True)
     save_sample_grid(pipeline, staging / "samples.png")
     plot_loss_curve(rows, output_dir / "loss_curve.png")
-    write_model_card(staging / "README.md", run, steps, seconds, rows[-1] if rows else {})
+    flow = model.flow_summary() if hasattr(model, "flow_summary") else None  # the HVAE; the LSGAN has no flow
+    write_model_card(staging / "README.md", run, steps, seconds, rows[-1] if rows else {}, flow)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(staging, final)
     return final

@@ -22,7 +22,22 @@ BRATS_CITATION = (
 )
 
 
-def _objective(model_config: dict[str, Any], warmup_steps: int, trained_steps: int, init_from: str | None) -> str:
+def _flow_description(model_config: dict[str, Any], flow: dict[str, float] | None) -> str:
+    """The flow's step size and beta_0: the learnt values when they were learnt, else the config's."""
+    learnt = [name for name in ("learn_step_size", "learn_beta_zero") if model_config.get(name)]
+    if not flow or not learnt:
+        return (f"step size {model_config.get('step_size', 1e-3)}, momentum tempered quadratically from "
+                f"beta_0 = {model_config.get('beta_zero', 0.3)} to 1")
+    step = (f"step sizes learnt per latent dimension: min {flow['step_size_min']:.4g}, median "
+            f"{flow['step_size_median']:.4g}, max {flow['step_size_max']:.4g} (initial "
+            f"{model_config.get('step_size', 1e-3)})" if model_config.get("learn_step_size")
+            else f"step size {model_config.get('step_size', 1e-3)}")
+    beta = "learnt" if model_config.get("learn_beta_zero") else "fixed"
+    return f"{step}, momentum tempered quadratically from beta_0 = {flow['beta_zero']:.3f} ({beta}) to 1"
+
+
+def _objective(model_config: dict[str, Any], warmup_steps: int, trained_steps: int, init_from: str | None,
+               flow: dict[str, float] | None = None, trainable: str = "all") -> str:
     steps = model_config.get("n_leapfrog", 3)
     start = f" Started from the weights of {init_from}." if init_from else ""
     if steps == 0:
@@ -31,11 +46,9 @@ def _objective(model_config: dict[str, Any], warmup_steps: int, trained_steps: i
         return (f"the VAE bound only: the flow was off for all {trained_steps} steps (a VAE warm start). The model has "
                 f"the HVAE configuration (K = {steps}), so sampling, which uses only the decoder, is unchanged; "
                 "the Hamiltonian stage continues from it (training/configs/cpu-128.yaml)." + start)
-    text = (
-        f"the Hamiltonian VAE bound with K = {steps} leapfrog steps (step size {model_config.get('step_size', 1e-3)}"
-        f"{', learnt per latent dimension' if model_config.get('learn_step_size') else ''}), momentum tempered "
-        f"quadratically from beta_0 = {model_config.get('beta_zero', 0.3)} to 1."
-    )
+    text = f"the Hamiltonian VAE bound with K = {steps} leapfrog steps ({_flow_description(model_config, flow)})."
+    if trainable == "flow":
+        text += " Only the flow's step sizes and beta_0 were trained in this run; the networks were frozen."
     if model_config.get("flow_gradient", "exact") == "detached":
         text += (" Trained with flow_gradient='detached': gradients through grad U were dropped, a cheaper but "
                  "BIASED gradient estimator of this bound.")
@@ -46,17 +59,21 @@ def _objective(model_config: dict[str, Any], warmup_steps: int, trained_steps: i
     return text + start
 
 
-def _prior_description(kind: str, fitted: bool, patient_count: int) -> str:
+def _prior_description(kind: str, fitted: bool, patient_count: int, source: str = "posterior") -> str:
     if kind == "hvae" and fitted:
         patients = f" of the {patient_count} training patients" if patient_count else ""
-        return ("a full-covariance Gaussian fitted to the aggregate posterior of the training slices"
+        latents = ("the aggregate posterior (the encoder's z_0)" if source == "posterior"
+                   else "the flow's z_K (the latents the decoder was trained on; Monte Carlo)")
+        return (f"a full-covariance Gaussian fitted to {latents} on the training slices"
                 f"{patients} (`latent_prior/`), used by default; `pipeline(..., prior=\"standard\")` samples N(0, I) "
                 "as in the paper.")
     return "N(0, I)."
 
 
-def write_model_card(path: Path, run: Any, steps: int, seconds: float, last_metrics: dict[str, Any]) -> None:
-    """Render the card of a finished run to ``path`` (``README.md`` of the exported pipeline)."""
+def write_model_card(path: Path, run: Any, steps: int, seconds: float, last_metrics: dict[str, Any],
+                     flow: dict[str, float] | None = None) -> None:
+    """Render the card of a finished run to ``path`` (``README.md`` of the exported pipeline); ``flow``: the trained
+    model's :meth:`~hvae_pipeline.HVAEModel.flow_summary` (learnt step sizes and beta_0)."""
     config = run.config
     data, training = config["data"], config["training"]
     model_config = dict(config["model"])
@@ -83,13 +100,15 @@ def write_model_card(path: Path, run: Any, steps: int, seconds: float, last_metr
         repo_id_or_path="path/to/this/folder",
         block_out_channels=tuple(model_config.get("block_out_channels", (128, 256, 512, 512))),
         layers_per_block=model_config.get("layers_per_block", 2),
-        objective_description=_objective(model_config, training["vae_warmup_steps"], steps, training["init_from"])
+        objective_description=_objective(model_config, training["vae_warmup_steps"], steps, training["init_from"],
+                                         flow, training["trainable_parameters"])
         if run.kind == "hvae"
         else "least-squares GAN (LSGAN baseline).",
         image_likelihood=model_config.get("image_likelihood", "bernoulli").capitalize(),
         mask_likelihood="Bernoulli" if data["label"] != "multiclass" else "categorical",
         parameter_count=f"{parameter_count:,}",
-        prior_description=_prior_description(run.kind, training["fit_latent_prior"], len(patients)),
+        prior_description=_prior_description(run.kind, training["fit_latent_prior"], len(patients),
+                                             training["latent_prior_source"]),
         data_description=data["description"] or (BRATS_MSD_DESCRIPTION if is_brats_msd else f"{data['kind']} data.")
         + (f" Patients: {', '.join(map(str, patients))}." if patients else ""),
         data_licence=licence,

@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python training
 import torch  # noqa: E402
 
 from hvae_pipeline import HVAEModel, HVAEPipeline, fit_latent_prior  # noqa: E402
+from hvae_pipeline.models.latent_prior import LATENT_SOURCES  # noqa: E402
 from training.config import ConfigError  # noqa: E402
 from training.loop import TrainingRun, command_line  # noqa: E402
 
@@ -35,8 +36,15 @@ class HVAERun(TrainingRun):
     def __init__(self, config: dict[str, dict[str, Any]]) -> None:
         super().__init__(config)
         trainable = config["training"]["trainable_parameters"]
+        source = config["training"]["latent_prior_source"]
+        if source not in LATENT_SOURCES:
+            raise ConfigError(f"training.latent_prior_source={source!r}: expected one of {LATENT_SOURCES}")
         if trainable not in ("all", "flow"):
             raise ConfigError(f"training.trainable_parameters={trainable!r}: expected 'all' or 'flow'")
+        learnt_flow = config["model"].get("learn_step_size") or config["model"].get("learn_beta_zero")
+        if trainable == "flow" and not learnt_flow:
+            raise ConfigError("training.trainable_parameters=flow needs a learnt flow: set model.learn_step_size=true "
+                              "and/or model.learn_beta_zero=true")
 
     def build_model(self) -> HVAEModel:
         return HVAEModel(**self.model_arguments())
@@ -50,9 +58,6 @@ class HVAERun(TrainingRun):
         flow_ids = {id(parameter) for parameter in flow}
         networks = [parameter for parameter in model.parameters() if id(parameter) not in flow_ids]
         if settings["trainable_parameters"] == "flow":
-            if not flow:
-                raise ConfigError("training.trainable_parameters=flow needs a learnt flow: set model.learn_step_size="
-                                  "true and/or model.learn_beta_zero=true")
             for parameter in networks:
                 parameter.requires_grad_(False)
             networks = []
@@ -87,7 +92,15 @@ class HVAERun(TrainingRun):
 
     @torch.no_grad()
     def validation_terms(self, model, images, masks, generator) -> dict[str, float]:
-        return {"val_elbo": model(images, masks, generator=generator).elbo.mean().item()}
+        """The held-out ELBO and, for an HVAE, the flow's gain on it: the ELBO minus that of the same weights with
+        the flow off (``n_leapfrog=0``), from the same draws of ``z_0``."""
+        state = generator.get_state()
+        elbo = model(images, masks, generator=generator).elbo
+        if getattr(model, "module", model).config.n_leapfrog == 0:
+            return {"val_elbo": elbo.mean().item()}
+        generator.set_state(state)
+        flow_off = model(images, masks, generator=generator, n_leapfrog=0).elbo
+        return {"val_elbo": elbo.mean().item(), "val_flow_gain": (elbo - flow_off).mean().item()}
 
     def pipeline(self, model) -> HVAEPipeline:
         return HVAEPipeline(model)
@@ -95,9 +108,12 @@ class HVAERun(TrainingRun):
     def final_pipeline(self, model, images: torch.Tensor, masks: torch.Tensor) -> HVAEPipeline:
         """With ``training.fit_latent_prior``, the pipeline carries a Gaussian fitted to the aggregate posterior of the
         training slices (see :mod:`hvae_pipeline.models.latent_prior`); sampling uses it by default."""
-        if not self.config["training"]["fit_latent_prior"]:
+        settings = self.config["training"]
+        if not settings["fit_latent_prior"]:
             return HVAEPipeline(model)
-        return HVAEPipeline(model, fit_latent_prior(model, images, masks))
+        generator = torch.Generator().manual_seed(settings["seed"])
+        return HVAEPipeline(model, fit_latent_prior(model.eval(), images, masks, source=settings["latent_prior_source"],
+                                                    generator=generator))
 
 
 def flow_terms(model) -> dict[str, torch.Tensor]:

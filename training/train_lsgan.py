@@ -26,7 +26,7 @@ class LSGANRun(TrainingRun):
 
     kind = "lsgan"
     unused_training_keys = ("vae_warmup_steps", "flow_checkpoint_chunk_size", "fit_latent_prior", "flow_learning_rate",
-                            "trainable_parameters")
+                            "trainable_parameters", "latent_prior_source")
 
     def build_model(self) -> LSGANModel:
         return LSGANModel(**self.model_arguments())

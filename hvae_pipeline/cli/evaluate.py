@@ -124,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     estimate.add_argument("--num-importance-samples", type=int, default=64, help="samples per slice (64)")
     estimate.add_argument("--seed", type=int, default=0, help="seed of the posterior and momentum draws (0)")
     estimate.add_argument("--batch-size", type=int, default=16, help="test slices per model call (16)")
+    estimate.add_argument("--importance-slices", type=int, default=None,
+                          help="score log p(x, m) on this many evenly spaced test slices (default: all)")
+    estimate.add_argument("--elbo-draws", type=int, default=1,
+                          help="ELBO draws averaged per slice, with the flow on and off (1)")
     return parser
 
 
@@ -152,7 +156,8 @@ def _run(args: argparse.Namespace) -> int:
 
         diffusers_logging.disable_progress_bar()  # the "Loading pipeline components" bars
     if args.command == "likelihood":
-        settings = LikelihoodSettings(args.num_importance_samples, args.seed, args.batch_size)
+        settings = LikelihoodSettings(args.num_importance_samples, args.seed, args.batch_size, args.importance_slices,
+                                      args.elbo_draws)
         real = load_real_split(spec)
         print(f"Real data: {real.description}")
         outcome = run_likelihood(real, spec, generators, args.out, settings, progress)

@@ -148,20 +148,36 @@ def image_quality_markdown(summary: dict[str, Any]) -> str:
 
 def likelihood_markdown(summary: dict[str, Any]) -> str:
     """Markdown report of a likelihood summary: ``log p(x, m)`` and ELBO per generator, and paired differences."""
-    header = ["generator", "K", "log p(x, m) (nats/slice)", "ELBO (nats/slice)", "log p - ELBO", "log p per pixel"]
-    rows = [[name, str(result["n_leapfrog"]),
-             mean_std(result["log_likelihood_mean"], result["log_likelihood_std"], digits=1),
-             mean_std(result["elbo_mean"], result["elbo_std"], digits=1),
-             f"{result['log_likelihood_mean'] - result['elbo_mean']:.1f}", f"{result['log_likelihood_per_pixel']:.4f}"]
-            for name, result in summary["results"].items()]
+    header = ["generator", "K", "step size (min / median / max)", "beta_0", "log p(x, m) (nats/slice)",
+              "ELBO (nats/slice)", "ELBO flow off", "flow gain ± s.e.", "log p per pixel"]
+    rows = []
+    for name, result in summary["results"].items():
+        flow = result.get("flow")
+        gain = result.get("flow_gain_mean")
+        rows.append([
+            name, str(result["n_leapfrog"]),
+            NOT_AVAILABLE if not flow else
+            f"{flow['step_size_min']:.3g} / {flow['step_size_median']:.3g} / {flow['step_size_max']:.3g}",
+            NOT_AVAILABLE if not flow else f"{flow['beta_zero']:.3f}",
+            mean_std(result["log_likelihood_mean"], result["log_likelihood_std"], digits=1),
+            mean_std(result["elbo_mean"], result["elbo_std"], digits=1),
+            NOT_AVAILABLE if gain is None else f"{result['elbo_flow_off_mean']:.1f}",
+            NOT_AVAILABLE if gain is None else f"{gain:.1f} ± {result['flow_gain_standard_error'] or 0:.1f}",
+            f"{result['log_likelihood_per_pixel']:.4f}",
+        ])
     settings = summary["settings"]
+    first = next(iter(summary["results"].values()))
+    importance_slices = first.get("importance_slices", first["num_slices"])
     text = [
         "# Held-out log-likelihood",
         f"Data: {summary['data']}.",
         _table(header, rows),
         f"log p(x, m): importance-sampled with {settings['num_importance_samples']} samples per slice through each "
-        f"model's own flow (seed {settings['seed']}); ELBO: one draw per slice. Mean ± std over the test slices "
-        "(the spread is mostly between slices, not estimator noise; compare generators with the paired differences).",
+        f"model's own flow (seed {settings['seed']}), on {importance_slices} of the {first['num_slices']} test slices "
+        f"(evenly spaced); ELBO: {settings.get('elbo_draws', 1)} draw(s) per slice on every slice, with the flow on "
+        "and off (n_leapfrog = 0, same weights, same z_0 draws): the flow gain is their paired difference. Mean ± std "
+        "over the test slices (the spread is mostly between slices, not estimator noise; compare generators with the "
+        "paired differences).",
     ]
     differences = summary.get("paired_differences") or {}
     if differences:

@@ -27,10 +27,12 @@ class GaussianLatentPrior(ModelMixin, ConfigMixin):
     Args:
         latent_shape: ``(channels, height, width)`` of the latents of the model it belongs to.
         num_slices: Training slices it was fitted on (provenance, shown in model cards).
+        source: The latents it describes: ``"posterior"`` (the encoder's ``z_0``) or ``"flow"`` (the flow's ``z_K``).
     """
 
     @register_to_config
-    def __init__(self, latent_shape: tuple[int, int, int] = (3, 16, 16), num_slices: int = 0) -> None:
+    def __init__(self, latent_shape: tuple[int, int, int] = (3, 16, 16), num_slices: int = 0,
+                 source: str = "posterior") -> None:
         super().__init__()
         dimension = math.prod(latent_shape)
         self.register_buffer("mean", torch.zeros(dimension))
@@ -61,18 +63,28 @@ class GaussianLatentPrior(ModelMixin, ConfigMixin):
         self.scale_tril.copy_(torch.linalg.cholesky(covariance.double()).to(self.scale_tril.dtype))
 
 
+LATENT_SOURCES = ("posterior", "flow")  # which latents a prior describes: the encoder's z_0 or the flow's z_K
+
+
 @torch.no_grad()
 def fit_latent_prior(
-    model: nn.Module, images: torch.Tensor, masks: torch.Tensor, batch_size: int = 64, progress: bool = True
+    model: nn.Module,
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    batch_size: int = 64,
+    progress: bool = True,
+    source: str = "posterior",
+    samples_per_slice: int = 4,
+    generator: torch.Generator | None = None,
 ) -> GaussianLatentPrior:
-    """Fit a Gaussian with the exact mean and covariance of a trained model's aggregate posterior on its training data.
+    """Fit a Gaussian with the mean and covariance of a trained model's latents on its training data.
 
-    The aggregate posterior ``(1/N) sum_i N(mu_i, diag(sigma_i^2))`` has mean ``mean(mu)`` and covariance
-    ``cov(mu) + diag(mean(sigma^2))`` (population covariance), computed here in float64 from one encoder pass: no
-    Monte Carlo noise. For an HVAE this is the distribution of ``z_0``; the decoder is trained on ``z_K``, which the flow
-    moves by about ``n_leapfrog x step_size`` (3e-3 for the shipped configs, against posterior standard deviations of
-    ~0.9): a Monte Carlo fit to ``z_K`` of the bundled model drew tumours of the same sizes and took 15 min instead
-    of seconds.
+    ``source="posterior"``: the aggregate posterior ``(1/N) sum_i N(mu_i, diag(sigma_i^2))`` of the encoder's ``z_0``,
+    whose mean ``mean(mu)`` and covariance ``cov(mu) + diag(mean(sigma^2))`` (population covariance) are computed
+    exactly, in float64, from one encoder pass. ``source="flow"``: the distribution of the flow's ``z_K``, the
+    latents an HVAE's decoder is trained on, estimated by Monte Carlo from ``samples_per_slice`` runs of the flow per
+    slice (each costs ``K + 1`` decoder gradients). With the paper's step 1e-3 the two coincide (the flow moves z by
+    ~3e-3 against posterior standard deviations of ~0.9); with learnt steps they may not (RESULTS.md compares them).
 
     Args:
         model: A trained :class:`~hvae_pipeline.models.HVAEModel` (anything with ``encode`` and ``latent_shape``).
@@ -80,31 +92,47 @@ def fit_latent_prior(
         masks: ``(N, H, W)`` their masks.
         batch_size: Slices per encoder pass.
         progress: Show a progress bar.
+        source: ``"posterior"`` (``z_0``, exact) or ``"flow"`` (``z_K``, Monte Carlo).
+        samples_per_slice: Flow runs per slice with ``source="flow"``.
+        generator: Random generator of the flow's draws.
 
     Raises:
-        ValueError: On empty or mismatched inputs, or a model without an encoder (the LSGAN).
+        ValueError: On empty or mismatched inputs, an unknown ``source``, or a model without an encoder (the LSGAN).
     """
     if not hasattr(model, "encode"):
         raise ValueError(f"{type(model).__name__} has no encoder, so it has no posterior to fit a prior to")
     if images.shape[0] == 0 or images.shape[0] != masks.shape[0]:
         raise ValueError(f"expected as many masks as images (at least one), got {images.shape[0]} images and "
                          f"{masks.shape[0]} masks")
+    if source not in LATENT_SOURCES:
+        raise ValueError(f"`source` must be one of {LATENT_SOURCES}, got {source!r}")
+    if samples_per_slice < 1:
+        raise ValueError(f"`samples_per_slice` must be >= 1, got {samples_per_slice}")
     dimension = math.prod(model.latent_shape)
     device = next(model.parameters()).device
     mean_sum = torch.zeros(dimension, dtype=torch.float64, device=device)
     product_sum = torch.zeros(dimension, dimension, dtype=torch.float64, device=device)
     variance_sum = torch.zeros(dimension, dtype=torch.float64, device=device)
-    for start in tqdm(range(0, images.shape[0], batch_size), desc="fitting the latent prior", unit="batch",
-                      disable=not progress):
-        rows = slice(start, start + batch_size)
-        posterior = model.encode(images[rows].to(device), masks[rows].to(device)).latent_dist
-        means = posterior.mean.flatten(1).double()
-        mean_sum += means.sum(0)
-        product_sum += means.T @ means
-        variance_sum += posterior.var.flatten(1).double().sum(0)
-    count = images.shape[0]
+    count = 0
+    for start in tqdm(range(0, images.shape[0], batch_size), desc=f"fitting the latent prior ({source})",
+                      unit="batch", disable=not progress):
+        batch_images = images[start : start + batch_size].to(device)
+        batch_masks = masks[start : start + batch_size].to(device)
+        if source == "posterior":
+            posterior = model.encode(batch_images, batch_masks).latent_dist
+            draws = [(posterior.mean.flatten(1).double(), posterior.var.flatten(1).double())]
+        else:  # point draws of z_K: no within-draw variance
+            draws = [(model(batch_images, batch_masks, generator=generator).z.flatten(1).double(), None)
+                     for _ in range(samples_per_slice)]
+        for points, variances in draws:
+            mean_sum += points.sum(0)
+            product_sum += points.T @ points
+            if variances is not None:
+                variance_sum += variances.sum(0)
+            count += points.shape[0]
     mean = mean_sum / count
     covariance = product_sum / count - torch.outer(mean, mean) + torch.diag(variance_sum / count)
-    prior = GaussianLatentPrior(latent_shape=tuple(model.latent_shape), num_slices=count).to(device)
+    prior = GaussianLatentPrior(latent_shape=tuple(model.latent_shape), num_slices=images.shape[0], source=source)
+    prior = prior.to(device)
     prior.set_moments(mean.float(), covariance)
     return prior

@@ -23,6 +23,32 @@ import torch
 RowPotentialFn = Callable[[torch.Tensor, slice], tuple[torch.Tensor, tuple[torch.Tensor, ...]]]
 
 
+# Off CUDA, chunks of 4 samples are both the smallest and the fastest form of the exact step (BENCHMARKS.md, CPU).
+CPU_FLOW_CHECKPOINT_CHUNK_SIZE = 4
+# Peak bytes of recomputing one evaluation for one sample, per element of the decoder's forward activations (counted in
+# float32): measured on an H200 as 3.9 (small network, fp32) and 3.5 (paper network, bf16 autocast), rounded up.
+RECOMPUTE_BYTES_PER_ACTIVATION = 4 * 4
+# Share of the free accelerator memory that the recomputed chunk may take (the rest: the step's other tensors).
+RECOMPUTE_MEMORY_SHARE = 0.5
+
+
+def choose_chunk_size(device_type: str, batch_size: int, activation_elements: int, free_bytes: int | None) -> int | None:
+    """The flow-checkpoint chunk that suits a device: on CUDA the whole batch (``None``, 2-3x faster than chunks of 4
+    there) when its recomputation fits in half the free memory, else the largest chunk that does; elsewhere 4.
+
+    Args:
+        device_type: ``"cuda"``, ``"cpu"``...
+        batch_size: Samples in the batch being evaluated.
+        activation_elements: Elements of the decoder's forward activations for one sample.
+        free_bytes: Free accelerator memory (``torch.cuda.mem_get_info``); ignored off CUDA.
+    """
+    if device_type != "cuda" or free_bytes is None:
+        return CPU_FLOW_CHECKPOINT_CHUNK_SIZE
+    per_sample = RECOMPUTE_BYTES_PER_ACTIVATION * activation_elements
+    fitting = int(RECOMPUTE_MEMORY_SHARE * free_bytes // max(per_sample, 1))
+    return None if fitting >= batch_size else max(1, fitting)
+
+
 def batch_chunks(batch_size: int, chunk_size: int | None) -> list[slice]:
     """Consecutive row slices of at most ``chunk_size`` rows covering ``batch_size`` rows (``None``: one slice)."""
     step = chunk_size or batch_size

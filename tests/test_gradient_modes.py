@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from model_helpers import random_pairs
 
 from hvae_pipeline import HVAEModel
+from hvae_pipeline.checkpointing import choose_chunk_size
 
 STEP_SIZE = 0.05  # large enough for the flow to move z measurably in a tiny float64 model
 BETA_ZERO = 0.3
@@ -118,7 +119,32 @@ def test_checkpointed_flow_recomputes_under_the_forward_autocast_state(tiny_conf
     assert autocast_states == [True] * 16
 
 
-@pytest.mark.parametrize("chunk_size", [0, -2, 1.5, True])
+def test_auto_chunk_size_suits_the_device():
+    gigabyte = 1024**3
+    # Off CUDA: 4, the fastest and smallest form on CPU, whatever memory there is.
+    assert choose_chunk_size("cpu", 16, 10**7, None) == 4
+    # CUDA: the whole batch where it fits in half the free memory; else the largest chunk that does, at least 1.
+    per_sample = 16 * 10**7  # bytes recomputed per sample for 1e7 activation elements
+    assert choose_chunk_size("cuda", 16, 10**7, 100 * gigabyte) is None
+    assert choose_chunk_size("cuda", 16, 10**7, 10 * per_sample) == 5
+    assert choose_chunk_size("cuda", 16, 10**7, per_sample) == 1
+    for free in (3 * per_sample, 17 * per_sample, 31 * per_sample, 33 * per_sample):
+        chosen = choose_chunk_size("cuda", 16, 10**7, free)
+        assert (16 if chosen is None else chosen) * per_sample <= free / 2 or chosen == 1
+
+
+def test_auto_is_the_default_and_resolves_on_this_device(tiny_config):
+    model = HVAEModel(**tiny_config)
+    assert model.flow_checkpoint_chunk_size == "auto"
+    assert model._resolved_chunk_size(torch.zeros(16, *model.latent_shape)) == 4
+    model.flow_checkpoint_chunk_size = None
+    assert model._resolved_chunk_size(torch.zeros(16, *model.latent_shape)) is None
+    # The activation count that sizes GPU chunks: every leaf output of one decoder pass, the final 2-channel image
+    # and the latent-sized first convolution's input side among them.
+    assert model._count_decoder_activations() > 2 * tiny_config["sample_size"] ** 2
+
+
+@pytest.mark.parametrize("chunk_size", [0, -2, 1.5, True, "whole"])
 def test_flow_checkpoint_chunk_size_is_validated(tiny_config, chunk_size):
     with pytest.raises(ValueError, match="flow_checkpoint_chunk_size"):
         HVAEModel(**tiny_config).flow_checkpoint_chunk_size = chunk_size

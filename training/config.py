@@ -72,7 +72,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "latent_prior_source": "posterior",  # HVAE: fit it to the encoder's z_0 (posterior) or the flow's z_K (flow)
         "init_from": None,  # a saved pipeline folder whose weights start this run (e.g. a VAE warm-start run)
         "gradient_checkpointing": False,
-        "flow_checkpoint_chunk_size": 4,  # with gradient_checkpointing: samples per recomputed chunk (null: batch)
+        # With gradient_checkpointing: samples per recomputed chunk of the flow; auto: 4 on CPU, the whole batch on a
+        # GPU where it fits in half the free memory (null: always the whole batch).
+        "flow_checkpoint_chunk_size": "auto",
         "checkpointing_steps": 200,
         "checkpoints_total_limit": 3,
         "sample_steps": 200,

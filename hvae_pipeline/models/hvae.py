@@ -20,7 +20,7 @@ from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from ..checkpointing import checkpointed_potential_and_gradient
+from ..checkpointing import checkpointed_potential_and_gradient, choose_chunk_size
 from ..hamiltonian import (
     FlowOutput,
     diagonal_gaussian_log_density,
@@ -108,11 +108,6 @@ def split_decoder_logits(logits: torch.Tensor, image_channels: int) -> HVAEDecod
     return HVAEDecoderOutput(images=torch.sigmoid(image_logits), mask_logits=mask_logits, image_logits=image_logits)
 
 
-# Under gradient checkpointing, each evaluation of the exact flow is recomputed in backward this many samples at a
-# time: at 128 x 128 this keeps the step's peak memory below a plain VAE's and, on CPU, is faster than whole-batch
-# recomputation (BENCHMARKS.md, "Gradient checkpointing").
-DEFAULT_FLOW_CHECKPOINT_CHUNK_SIZE = 4
-
 
 class HVAEModel(ModelMixin, ConfigMixin):
     r"""Hamiltonian VAE over (image, tumour mask) pairs.
@@ -174,7 +169,8 @@ class HVAEModel(ModelMixin, ConfigMixin):
         # Set, with `_gradient_checkpointing_func`, by diffusers' `enable_gradient_checkpointing()`: switches the
         # checkpointing of the flow's evaluations (the encoder and decoder carry their own switch).
         self.gradient_checkpointing = False
-        self._flow_checkpoint_chunk_size: int | None = DEFAULT_FLOW_CHECKPOINT_CHUNK_SIZE
+        self._flow_checkpoint_chunk_size: int | str | None = "auto"
+        self._decoder_activation_elements: int | None = None  # per sample; counted once, for the "auto" chunk size
         _check_config(
             image_channels, mask_channels, sample_size, block_out_channels, attention_levels, layers_per_block,
             latent_channels, n_leapfrog, step_size, max_step_size, beta_zero, learn_beta_zero, image_likelihood,
@@ -331,16 +327,47 @@ class HVAEModel(ModelMixin, ConfigMixin):
         return z0, gamma0, flow
 
     @property
-    def flow_checkpoint_chunk_size(self) -> int | None:
-        """Samples per recomputed chunk of each flow evaluation under gradient checkpointing (default 4; ``None``: the
-        whole batch). Smaller chunks lower the peak memory of the exact HVAE; gradients are unchanged."""
+    def flow_checkpoint_chunk_size(self) -> int | str | None:
+        """Samples per recomputed chunk of each flow evaluation under gradient checkpointing: ``"auto"`` (default:
+        chosen from the device and its free memory by :func:`~hvae_pipeline.checkpointing.choose_chunk_size`: 4 on
+        CPU, the whole batch on a GPU where it fits), a number, or ``None`` (the whole batch). Smaller chunks lower the
+        peak memory of the exact HVAE; gradients are unchanged."""
         return self._flow_checkpoint_chunk_size
 
     @flow_checkpoint_chunk_size.setter
-    def flow_checkpoint_chunk_size(self, chunk_size: int | None) -> None:
-        if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
-            raise ValueError(f"`flow_checkpoint_chunk_size` must be a positive integer or None, got {chunk_size!r}")
+    def flow_checkpoint_chunk_size(self, chunk_size: int | str | None) -> None:
+        valid_number = isinstance(chunk_size, int) and not isinstance(chunk_size, bool) and chunk_size >= 1
+        if chunk_size not in (None, "auto") and not valid_number:
+            raise ValueError(f"`flow_checkpoint_chunk_size` must be a positive integer, 'auto' or None, got "
+                             f"{chunk_size!r}")
         self._flow_checkpoint_chunk_size = chunk_size
+
+    def _resolved_chunk_size(self, z: torch.Tensor) -> int | None:
+        """The chunk size for an evaluation at ``z``, resolving ``"auto"`` (see :attr:`flow_checkpoint_chunk_size`)."""
+        if self._flow_checkpoint_chunk_size != "auto":
+            return self._flow_checkpoint_chunk_size
+        free_bytes = torch.cuda.mem_get_info(z.device)[0] if z.device.type == "cuda" else None
+        if free_bytes is not None and self._decoder_activation_elements is None:
+            self._decoder_activation_elements = self._count_decoder_activations()
+        return choose_chunk_size(z.device.type, z.shape[0], self._decoder_activation_elements or 0, free_bytes)
+
+    @torch.no_grad()
+    def _count_decoder_activations(self) -> int:
+        """Elements of the outputs of the decoder's leaf modules for one latent sample."""
+        total = 0
+
+        def count(module: nn.Module, inputs: Any, output: Any) -> None:
+            nonlocal total
+            total += output.numel() if torch.is_tensor(output) else 0
+
+        leaves = [module for module in self.decoder.modules() if next(module.children(), None) is None]
+        hooks = [leaf.register_forward_hook(count) for leaf in leaves]
+        try:
+            self.decoder(torch.zeros(1, *self.latent_shape, device=self.device, dtype=self.dtype))
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return total
 
     def _checkpoint_evaluation(
         self, potential_fn: Callable[..., Any], z: torch.Tensor
@@ -348,7 +375,7 @@ class HVAEModel(ModelMixin, ConfigMixin):
         """The flow's ``checkpoint_fn``: one evaluation of ``U`` and ``grad U`` that keeps no graph, recomputed in
         backward in chunks of ``flow_checkpoint_chunk_size`` samples (see :mod:`hvae_pipeline.checkpointing`)."""
         parameters = [parameter for parameter in self.parameters() if parameter.requires_grad]
-        return checkpointed_potential_and_gradient(potential_fn, z, parameters, self.flow_checkpoint_chunk_size)
+        return checkpointed_potential_and_gradient(potential_fn, z, parameters, self._resolved_chunk_size(z))
 
     # --------------------------------------------------------------------------------------------------- forward
     def forward(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import socket
 import subprocess
@@ -366,3 +367,32 @@ def test_flow_only_stage_from_a_fixed_step_model_trains_the_flow_alone(tmp_path)
     learnt = HVAEPipeline.from_pretrained(out / "pipeline").model.flow_summary()
     assert f"step sizes learnt per latent dimension: min {learnt['step_size_min']:.4g}" in card
     assert "Only the flow's step sizes and beta_0 were trained in this run" in card
+
+
+def test_model_card_refreshed_with_the_learnt_flow_and_held_out_results(tmp_path, capsys):
+    from hvae_pipeline.cli.evaluate import main as evaluate
+    from training import refresh_model_card
+
+    out = tmp_path / "run"
+    flow = ["model.learn_step_size=true", "model.learn_beta_zero=true", "model.beta_zero=0.5"]
+    phantoms = ["data.num_phantom_slices=64", "training.batch_size=8", "training.num_threads=1"]
+    assert train_hvae.main(["--config", "phantom-tiny", *flow, *phantoms, f"training.output_dir={out}",
+                            "training.max_steps=2"]) == 0
+    results = tmp_path / "results"
+    assert evaluate(["likelihood", "--generator", f"H={out / 'pipeline'}", "--data", "phantom", "--size", "32",
+                     "--num-phantom-slices", "64", "--test-patients", "phantom-003", "--num-importance-samples", "2",
+                     "--importance-slices", "4", "--elbo-draws", "2", "--out", str(results), "--no-progress",
+                     "--num-threads", "1"]) == 0
+    result = json.loads((results / "likelihood.json").read_text())["results"]["H"]
+    command = ["--pipeline", str(out / "pipeline"), "--config", "phantom-tiny", "--log",
+               str(out / "logs" / "metrics.csv"), *flow, *phantoms, f"training.output_dir={out}"]
+    assert refresh_model_card.main([*command, "--likelihood", str(results / "likelihood.json"), "--generator", "H"]) == 0
+    card = (out / "pipeline" / "README.md").read_text()
+    summary = HVAEPipeline.from_pretrained(out / "pipeline").model.flow_summary()
+    assert f"median {summary['step_size_median']:.4g}" in card and "## Held-out evaluation" in card
+    assert f"| flow gain (ELBO on - off, paired) | {result['flow_gain_mean']:.1f} ± " in card
+    assert f"| importance-sampled log p(x, m) | {result['log_likelihood_mean']:.1f} nats/slice (4 slices) |" in card
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        refresh_model_card.main([*command, "--likelihood", str(results / "likelihood.json"), "--generator", "G"])
+    assert "--generator G: not in" in capsys.readouterr().err

@@ -7,6 +7,8 @@ from typing import Any
 
 from huggingface_hub import ModelCard, ModelCardData
 
+from hvae_pipeline.evaluation.records import write_text_atomically
+
 TEMPLATE = Path(__file__).resolve().parents[1] / "model_card.md"
 
 BRATS_MSD_DESCRIPTION = (
@@ -70,10 +72,32 @@ def _prior_description(kind: str, fitted: bool, patient_count: int, source: str 
     return "N(0, I)."
 
 
+def likelihood_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
+    """Card rows of one generator's ``hvae-evaluate likelihood`` result (its ``results[NAME]`` entry)."""
+    rows = [("importance-sampled log p(x, m)", f"{result['log_likelihood_mean']:.1f} nats/slice "
+             f"({result.get('importance_slices', result['num_slices'])} slices)"),
+            ("ELBO", f"{result['elbo_mean']:.1f} nats/slice ({result['num_slices']} slices)")]
+    if result.get("flow_gain_mean") is not None and result["n_leapfrog"] > 0:
+        rows += [("ELBO with the flow off (same weights)", f"{result['elbo_flow_off_mean']:.1f} nats/slice"),
+                 ("flow gain (ELBO on - off, paired)", f"{result['flow_gain_mean']:.1f} ± "
+                  f"{result['flow_gain_standard_error']:.1f} (s.e.) nats/slice")]
+    return rows
+
+
 def write_model_card(path: Path, run: Any, steps: int, seconds: float, last_metrics: dict[str, Any],
-                     flow: dict[str, float] | None = None) -> None:
-    """Render the card of a finished run to ``path`` (``README.md`` of the exported pipeline); ``flow``: the trained
-    model's :meth:`~hvae_pipeline.HVAEModel.flow_summary` (learnt step sizes and beta_0)."""
+                     flow: dict[str, float] | None = None,
+                     evaluation: tuple[str, list[tuple[str, str]]] | None = None) -> None:
+    """Render the card of a finished run to ``path`` (``README.md`` of the exported pipeline).
+
+    Args:
+        path: The card file.
+        run: The finished training run (its config describes the model, data and optimiser).
+        steps: Training steps done; seconds: their wall time.
+        last_metrics: The last logged row (shown as final metrics).
+        flow: The trained model's :meth:`~hvae_pipeline.HVAEModel.flow_summary` (learnt step sizes and beta_0).
+        evaluation: ``(description, rows)`` of held-out results measured after training (e.g. from
+            :func:`likelihood_rows`), shown in a "Held-out evaluation" section.
+    """
     config = run.config
     data, training = config["data"], config["training"]
     model_config = dict(config["model"])
@@ -127,5 +151,7 @@ def write_model_card(path: Path, run: Any, steps: int, seconds: float, last_metr
         ],
         metric_rows=[(k, f"{float(v):.2f}") for k, v in last_metrics.items() if k not in ("step", "lr") and v != ""],
         data_citation=BRATS_CITATION if is_brats_msd else "",
+        evaluation_description=evaluation[0] if evaluation else "",
+        evaluation_rows=evaluation[1] if evaluation else [],
     )
-    path.write_text(str(card))
+    write_text_atomically(path, str(card))  # a reader never sees half a card

@@ -14,9 +14,18 @@ from datasets import Dataset
 from .build import load_slices
 from .errors import DataFormatError, MissingDataError
 from .labels import BRATS_CONVENTIONS, BRATS_LABELS, detect_brats_convention
-from .patterns import CasePattern
+from .patterns import CasePattern, check_not_broken_link
 from .slices import SliceColumns, SliceOptions, volume_to_slices
-from .volume import Volume, check_same_grid, grid_over_volume, read_label_volume, read_volume, resample, resample_labels
+from .volume import (
+    Volume,
+    check_not_constant,
+    check_same_grid,
+    grid_over_volume,
+    read_label_volume,
+    read_volume,
+    resample,
+    resample_mask,
+)
 
 BRATS_MODALITIES = ("flair", "t1", "t1ce", "t2")
 # Accepted spellings -> canonical (2021) names, so ("flair",) works for every release.
@@ -133,6 +142,7 @@ def find_brats_cases(
                     f"{root / expected}: modality {modality!r} missing for case {case_id}; available: {sorted(files)}"
                 )
         label_path = root / layout.label.format(case=case_id)
+        check_not_broken_link(label_path)  # not a missing label: allow_unlabelled must not hide it
         if not label_path.is_file():
             if not allow_unlabelled:
                 raise MissingDataError(f"{label_path}: label file missing for case {case_id} (pass allow_unlabelled=True to keep unlabelled cases)")
@@ -151,7 +161,8 @@ class _BratsOptions:
 
 
 def _read_channels(images: Sequence[tuple[Path, int | None]]) -> list[Volume]:
-    """Read each requested channel, opening every file once (MSD images hold four channels in one 4D file)."""
+    """Read each requested channel, opening every file once (MSD images hold four channels in one 4D file);
+    a constant channel is refused (:func:`~hvae_pipeline.data.volume.check_not_constant`)."""
     opened: dict[Path, Volume] = {}
     channels = []
     for path, channel in images:
@@ -161,10 +172,12 @@ def _read_channels(images: Sequence[tuple[Path, int | None]]) -> list[Volume]:
         if channel is None or volume.data.ndim == 3:
             if channel not in (None, 0):
                 raise DataFormatError(f"{path}: expected a 4D multi-contrast volume, got shape {volume.data.shape}")
+            check_not_constant(volume.data, str(path))
             channels.append(volume)
         elif channel >= volume.data.shape[3]:
             raise DataFormatError(f"{path}: has {volume.data.shape[3]} channels, channel {channel} was requested")
         else:
+            check_not_constant(volume.data[..., channel], f"{path} (channel {channel})")
             channels.append(Volume(volume.data[..., channel], volume.affine, path))
     return channels
 
@@ -188,7 +201,7 @@ def prepare_brats_case(case: BratsCase, options: _BratsOptions) -> SliceColumns:
         else:
             convention = BRATS_CONVENTIONS[options.label_convention]
         target = convention.target(labels.data, options.label, labels.path)
-        mask = resample_labels(target, labels.affine, grid, grid_shape, labels.path)
+        mask = resample_mask(target, labels, grid, grid_shape, case.patient_id)
     return volume_to_slices(resampled, mask, case.patient_id, case.layout, options.slices, labelled=case.label is not None)
 
 

@@ -19,7 +19,7 @@ from datasets import Dataset, load_from_disk
 from ..output_folder import atomic_directory
 
 # Bump when the content produced for the same arguments changes, so old cache entries are not reused.
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = 2
 DEFAULT_CACHE_DIR = Path("~/.cache/hvae_pipeline/slices")
 
 

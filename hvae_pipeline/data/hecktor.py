@@ -31,9 +31,18 @@ from datasets import Dataset
 from .build import load_slices
 from .errors import DataFormatError, MissingDataError
 from .labels import HECKTOR_CONVENTIONS, HECKTOR_LABELS
-from .patterns import CasePattern
+from .patterns import CasePattern, check_not_broken_link
 from .slices import SliceColumns, SliceOptions, volume_to_slices
-from .volume import Volume, check_same_grid, grid_over_box, read_label_volume, read_volume, resample, resample_labels
+from .volume import (
+    Volume,
+    check_not_constant,
+    check_same_grid,
+    grid_over_box,
+    read_label_volume,
+    read_volume,
+    resample,
+    resample_mask,
+)
 
 HECKTOR_MODALITIES = ("ct", "pt")
 BODY_SUV = 0.3
@@ -152,6 +161,7 @@ def find_hecktor_cases(
                 expected = root / layout.image.format(case=case_id, modality=layout.file_modality[modality])
                 raise MissingDataError(f"{expected}: modality {modality!r} missing for case {case_id}; available: {sorted(files)}")
         label = root / layout.label.format(case=case_id)
+        check_not_broken_link(label)  # not a missing label: allow_unlabelled must not hide it
         if not label.is_file():
             if not allow_unlabelled:
                 raise MissingDataError(
@@ -212,6 +222,8 @@ class _HecktorOptions:
 def prepare_hecktor_case(case: HecktorCase, options: _HecktorOptions) -> SliceColumns:
     """Read, crop, resample and slice one HECKTOR case (runs in worker processes)."""
     volumes = {modality: read_volume(path) for modality, path in case.images}
+    for volume in volumes.values():
+        check_not_constant(volume.data, str(volume.path))
     if case.box_mm is not None:
         x0, x1, y0, y1, z0, z1 = case.box_mm
         box = np.array([[x0, y0, z0], [x1, y1, z1]])
@@ -231,7 +243,7 @@ def prepare_hecktor_case(case: HecktorCase, options: _HecktorOptions) -> SliceCo
         if "ct" in volumes:  # HECKTOR labels are drawn on the CT grid
             check_same_grid(volumes["ct"], labels)
         target = HECKTOR_CONVENTIONS[options.convention].target(labels.data, options.label, labels.path)
-        mask = resample_labels(target, labels.affine, grid, grid_shape, labels.path)
+        mask = resample_mask(target, labels, grid, grid_shape, case.patient_id)
     return volume_to_slices(channels, mask, case.patient_id, case.layout, options.slices, labelled=case.label is not None)
 
 

@@ -21,7 +21,7 @@ from .build import load_slices
 from .errors import DataFormatError, MissingDataError
 from .patterns import CasePattern
 from .slices import SliceColumns, SliceOptions, select_slices
-from .volume import grid_over_volume, resample, resample_labels
+from .volume import check_not_constant, grid_over_volume, resample, resample_labels
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,12 @@ def _resize(array: np.ndarray, size: int, labels: bool, path: Path) -> np.ndarra
 
 
 def prepare_pair_case(case: PairCase, options: _PairOptions) -> SliceColumns:
-    """Read, check, resize and select one patient's 2D slices (runs in worker processes)."""
+    """Read, check, resize and select one patient's 2D slices (runs in worker processes).
+
+    A blank picture paired with a tumour mask is refused. Unlike the volume loaders there is no patient-level
+    check of the tumour area: every picture is resized over its whole field of view, where
+    :func:`~hvae_pipeline.data.volume.resample_labels` already keeps at least half of each label's area.
+    """
     size = options.slices.size
     images, masks = [], []
     for _, image_path, mask_path in case.slices:
@@ -114,6 +119,8 @@ def prepare_pair_case(case: PairCase, options: _PairOptions) -> SliceColumns:
         if mask.shape != picture.shape[:2]:
             raise DataFormatError(f"{mask_path}: mask size {mask.shape} does not match {image_path.name} size {picture.shape[:2]}")
         mask = (mask > 0).astype(np.uint8) if options.binarize else mask.astype(np.uint8)
+        if mask.any():  # a blank picture without tumour is an ordinary slice outside the organ
+            check_not_constant(picture, str(image_path))
         images.append(np.stack([_resize(picture[:, :, c], size, False, image_path) for c in range(picture.shape[2])]))
         masks.append(_resize(mask, size, True, mask_path))
     if len({image.shape for image in images}) > 1:

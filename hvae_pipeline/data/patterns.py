@@ -9,9 +9,12 @@ several times (``"{case}/{case}_{index}.tif"``): every occurrence must then matc
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from .errors import MissingDataError
 
 _FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -34,6 +37,18 @@ def _wildcards_to_regex(text: str) -> str:
             out.append(re.escape(char))
         i += 1
     return "".join(out)
+
+
+def check_not_broken_link(path: Path) -> None:
+    """Refuse a symbolic link whose target is gone: skipping it would drop that patient without a word.
+
+    Raises:
+        MissingDataError: naming the link and its missing target.
+    """
+    if path.is_symlink() and not path.exists():
+        raise MissingDataError(
+            f"{path}: broken symbolic link to {os.readlink(path)}; restore the target or remove the link"
+        )
 
 
 @dataclass(frozen=True)
@@ -72,14 +87,21 @@ class CasePattern:
         return re.compile("".join(parts) + r"\Z")
 
     def find(self, root: Path) -> dict[Path, dict[str, str]]:
-        """Return every file under ``root`` matching the pattern, mapped to its field values, sorted by path."""
+        """Return every file under ``root`` matching the pattern, mapped to its field values, sorted by path.
+
+        Raises:
+            MissingDataError: a matching name is a broken symbolic link (:func:`check_not_broken_link`).
+        """
         regex = self.regex()
         found = {}
         for path in sorted(root.glob(self.glob())):
             match = regex.match(path.relative_to(root).as_posix())
             # Names starting with "." are skipped: archives made on macOS ship "._<name>" resource forks
             # (the MSD Task01 tarball does) that match the patterns but are not images.
-            if match and path.is_file() and not path.name.startswith("."):
+            if not match or path.name.startswith("."):
+                continue
+            check_not_broken_link(path)
+            if path.is_file():
                 found[path] = match.groupdict()
         return found
 

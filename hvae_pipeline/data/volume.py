@@ -146,12 +146,37 @@ def _interpolate_axis(data: np.ndarray, axis: int, coords: np.ndarray, fill: flo
     return below + (np.take(padded, low + 1, axis=axis) - below) * weight
 
 
+def _average_axis(data: np.ndarray, axis: int, coords: np.ndarray, width: float) -> np.ndarray:
+    """Mean of ``data`` along one axis over windows ``[c - width / 2, c + width / 2]`` centred on the fractional
+    source indices ``coords`` (source voxel i covers ``[i - 0.5, i + 0.5]``; outside the array counts as 0).
+
+    The running integral of a piecewise-constant signal is piecewise linear, so every window is exact: each source
+    voxel counts with the fraction of it that the window covers (area-weighted downsampling, no voxel skipped).
+    """
+    length = data.shape[axis]
+    zero = np.zeros_like(np.take(data, [0], axis=axis))
+    integral = np.concatenate([zero, np.cumsum(data, axis=axis, dtype=np.float64)], axis=axis)
+
+    def integral_at(positions: np.ndarray) -> np.ndarray:
+        # Integral from -0.5 to each position: linear between the voxel boundaries (stored at k - 0.5).
+        x = np.clip(positions + 0.5, 0.0, float(length))
+        low = np.minimum(np.floor(x).astype(np.intp), length - 1)
+        shape = [1] * data.ndim
+        shape[axis] = -1
+        weight = (x - low).reshape(shape)
+        below = np.take(integral, low, axis=axis)
+        return below + (np.take(integral, low + 1, axis=axis) - below) * weight
+
+    return ((integral_at(coords + width / 2) - integral_at(coords - width / 2)) / width).astype(np.float32)
+
+
 def resample(
     data: np.ndarray,
     source_affine: np.ndarray,
     grid_affine: np.ndarray,
     grid_shape: tuple[int, int, int],
     fill: float | None = None,
+    area: bool = False,
 ) -> np.ndarray:
     """Trilinear resampling of a 3D array onto a grid given in world coordinates.
 
@@ -161,11 +186,20 @@ def resample(
         grid_affine: voxel -> world matrix of the output grid.
         grid_shape: output shape.
         fill: value outside the source field of view; ``None`` repeats the nearest edge voxel.
+        area: along the axes the grid shrinks, average ``data`` over each output voxel's footprint instead of
+            interpolating at its centre (which reads only two source voxels and so skips structures thinner
+            than the step); outside the field of view then counts as 0 whatever ``fill`` is. Oblique grids get
+            the same effect from a box filter of the footprint's size applied before interpolating.
     """
     data = data.astype(np.float32, copy=False)
     index_map = np.linalg.solve(source_affine, grid_affine)
     matrix, offset = index_map[:3, :3], index_map[:3, 3]
     if not np.allclose(matrix, np.diag(np.diag(matrix)), atol=1e-6):
+        if area:
+            # Source voxels spanned by one output voxel along each source axis.
+            # Odd box sizes, so that the filter does not shift the data by half a voxel.
+            footprint = np.abs(matrix).sum(axis=1)
+            data = ndimage.uniform_filter(data, size=2 * (footprint // 2).astype(int) + 1, mode="constant")
         # Oblique grids: general (slower) trilinear interpolation.
         return ndimage.affine_transform(
             data, matrix, offset=offset, output_shape=tuple(grid_shape), order=1,
@@ -176,8 +210,38 @@ def resample(
     scale = np.diag(matrix)
     for axis in np.argsort(np.abs(scale))[::-1]:
         coords = scale[axis] * np.arange(grid_shape[axis]) + offset[axis]
-        data = _interpolate_axis(data, int(axis), coords, fill)
+        if area and abs(scale[axis]) > 1:
+            data = _average_axis(data, int(axis), coords, float(abs(scale[axis])))
+        else:
+            data = _interpolate_axis(data, int(axis), coords, fill)
     return data
+
+
+def _restore_area(out: np.ndarray, value: int, weight: np.ndarray) -> int:
+    """Give label ``value`` back the area that majority voting took from it; returns how many voxels were added.
+
+    The label's true area on the grid is the sum of its coverage ``weight`` (in output voxels). Majority voting
+    keeps about that much of a region larger than a voxel; a thin or small region loses to the background
+    everywhere. When fewer than half its true area survived, background voxels are added in decreasing coverage
+    down to the coverage level that restores the area (a whole level, so a uniformly covered thin line keeps its
+    full length rather than one end of it). A label that still has no voxel takes the one it covers most, even
+    from another label: a label present in the source never vanishes.
+    """
+    kept = int(np.count_nonzero(out == value))
+    true_area = float(weight.sum())
+    if kept >= 0.5 * true_area and kept:
+        return 0
+    missing = max(1, int(round(true_area))) - kept
+    free = (out == 0) & (weight > 0)
+    added = np.zeros_like(free)
+    if missing > 0 and free.any():
+        level = np.sort(weight[free])[::-1][min(missing, int(free.sum())) - 1]
+        added = free & (weight >= level)
+        out[added] = value
+    if not (out == value).any():
+        added[np.unravel_index(np.argmax(weight), weight.shape)] = True
+        out[added] = value
+    return int(np.count_nonzero(added))
 
 
 def resample_labels(
@@ -190,25 +254,77 @@ def resample_labels(
     """Resample a label map: each label's indicator is interpolated linearly, then every voxel takes the label
     with the largest weight (background included).
 
-    This is nearest-neighbour-like for large regions but, unlike plain nearest sampling, never jumps over a label.
-    A label that still vanishes (a region smaller than about half an output voxel) is kept at the single output
-    voxel where its weight is largest, and a ``UserWarning`` naming ``path`` says so: tiny tumours are never lost
-    silently.
+    This is nearest-neighbour-like for large regions. Beyond 2x downsampling, interpolation reads only some source
+    voxels and a thin or small region can vanish, so each label's true coverage of the output voxels is computed
+    as well (area-weighted, :func:`resample` with ``area=True``): a label left with less than half its true area
+    gets back the voxels it covers most (:func:`_restore_area`), and a ``UserWarning`` naming ``path`` says so.
+    Small and thin tumours are never lost silently, and labels that keep their area are exactly as before.
     """
     present = label_values(labels)
     if not present:
         return np.zeros(grid_shape, dtype=np.uint8)
-    weights = np.stack([resample((labels == value).astype(np.float32), source_affine, grid_affine, grid_shape, 0.0) for value in present])
+    indicators = [(labels == value).astype(np.float32) for value in present]
+    weights = np.stack([resample(indicator, source_affine, grid_affine, grid_shape, 0.0) for indicator in indicators])
     background = 1.0 - weights.sum(axis=0)
     winner = np.argmax(np.concatenate([background[None], weights]), axis=0)
     out = np.asarray([0, *present], dtype=np.uint8)[winner]
-    for value, weight in zip(present, weights):
-        if not (out == value).any() and weight.max() > 0:
-            out[np.unravel_index(np.argmax(weight), grid_shape)] = value
+    for value, indicator in zip(present, indicators):
+        coverage = resample(indicator, source_affine, grid_affine, grid_shape, 0.0, area=True)
+        if coverage.max() > 0 and (added := _restore_area(out, value, coverage)):
             warnings.warn(
-                f"{path}: label {value} is smaller than one resampled voxel; kept as a single voxel", stacklevel=2
+                f"{path}: label {value} is thinner or smaller than the resampled voxels; gave it back its {added} "
+                "most covered voxel(s) so that its area survives", stacklevel=2,
             )
     return out
+
+
+def warn_if_tumour_shrank(patient_id: str, path: Path, before: float, after: float, grid: str) -> None:
+    """Warn (``UserWarning`` naming the patient and file) when resampling kept less than half of a tumour.
+
+    Args:
+        patient_id: the patient, for the message.
+        path: the label file (or one of the patient's mask files), for the message.
+        before: tumour size in the source, counted in output voxels (source voxels times their size relative to
+            an output voxel), so that it compares with ``after``.
+        after: tumour voxels on the output grid.
+        grid: the output grid, for the message (e.g. ``"128 x 128 x 64"``).
+    """
+    if after < 0.5 * before:
+        warnings.warn(
+            f"patient {patient_id}: the tumour of {path} covers {before:.4g} voxel(s) of the {grid} output grid "
+            f"but only {after:.4g} after resampling (it lies partly outside the field of view or crop box); "
+            "check the crop box or the masks if it should be inside",
+            stacklevel=2,
+        )
+
+
+def resample_mask(labels: np.ndarray, source: Volume, grid_affine: np.ndarray, grid_shape: tuple[int, int, int],
+                  patient_id: str) -> np.ndarray:
+    """:func:`resample_labels` of one patient's target ``labels`` (on the grid of the label file ``source``),
+    warning when less than half of the tumour volume reaches the output grid (:func:`warn_if_tumour_shrank`)."""
+    out = resample_labels(labels, source.affine, grid_affine, grid_shape, source.path)
+    voxel_ratio = abs(np.linalg.det(source.affine[:3, :3]) / np.linalg.det(grid_affine[:3, :3]))
+    before = float(np.count_nonzero(labels)) * voxel_ratio
+    warn_if_tumour_shrank(patient_id, source.path, before, float(np.count_nonzero(out)), " x ".join(map(str, grid_shape)))
+    return out
+
+
+def check_not_constant(data: np.ndarray, source: str) -> None:
+    """Refuse an image whose voxels all hold one value (a failed export or conversion: it has no anatomy to pair
+    with a tumour mask).
+
+    Args:
+        data: the image (volume, channel or 2D picture).
+        source: where it came from, for the message (the file, and the channel of a 4D file).
+
+    Raises:
+        DataFormatError: naming ``source`` and the value.
+    """
+    if data.size and data.min() == data.max():
+        raise DataFormatError(
+            f"{source}: every voxel is {float(data.flat[0]):g}, an empty image (a failed export or conversion?); "
+            "re-export the file, or leave the patient out with patients="
+        )
 
 
 def axial_slices(volume: np.ndarray) -> np.ndarray:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 
 def run_cli(main: Callable[[Sequence[str]], int], argv: Sequence[str], capsys) -> tuple[int, str]:
@@ -18,3 +19,20 @@ def run_cli(main: Callable[[Sequence[str]], int], argv: Sequence[str], capsys) -
 def hidden_entries(folder: Path) -> list[str]:
     """Names of the hidden entries of ``folder``: a staging or moved-aside folder left behind would show here."""
     return sorted(path.name for path in folder.iterdir() if path.name.startswith("."))
+
+
+def file_snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every entry under ``folder`` (links not followed) with its size and modification time: equal snapshots before
+    and after a failed run mean it left nothing behind, removed nothing and changed nothing."""
+    return {
+        str(path.relative_to(folder)): (path.lstat().st_size, path.lstat().st_mtime_ns)
+        for path in sorted(folder.rglob("*"))
+    }
+
+
+@contextmanager
+def untouched(folder: Path) -> Iterator[None]:
+    """Assert that the block (a failing run, usually) leaves ``folder`` exactly as it found it."""
+    before = file_snapshot(folder)
+    yield
+    assert file_snapshot(folder) == before

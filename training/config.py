@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import copy
+import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import yaml
 
@@ -90,6 +92,116 @@ class ConfigError(ValueError):
     """A configuration file or override is invalid; the message names the key or file."""
 
 
+@dataclass(frozen=True)
+class Rule:
+    """What one ``training`` key accepts.
+
+    Attributes:
+        expected: the accepted values in words, for the error message (e.g. ``"an integer >= 1"``).
+        accepts: whether a value (as read from YAML) is acceptable.
+        convert: maps an accepted value to the one the trainer uses (default: unchanged).
+    """
+
+    expected: str
+    accepts: Callable[[Any], bool]
+    convert: Callable[[Any], Any] = lambda value: value
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # YAML's true/false are ints to Python
+
+
+def _is_number(value: Any) -> bool:
+    return (_is_integer(value) or isinstance(value, float)) and math.isfinite(value)
+
+
+def _integer_at_least(low: int) -> Rule:
+    return Rule(f"an integer >= {low}", lambda v: _is_integer(v) and v >= low)
+
+
+def _number_above(low: float) -> Rule:
+    return Rule(f"a number > {low:g}", lambda v: _is_number(v) and v > low)
+
+
+def _number_at_least(low: float) -> Rule:
+    return Rule(f"a number >= {low:g}", lambda v: _is_number(v) and v >= low)
+
+
+def _either(choices: Sequence[str]) -> str:
+    """``'a', 'b' or 'c'``."""
+    quoted = [repr(choice) for choice in choices]
+    return f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+
+
+def _one_of(*choices: str) -> Rule:
+    return Rule(_either(choices), lambda v: v in choices)
+
+
+def _or_null(rule: Rule) -> Rule:
+    return Rule(f"{rule.expected} or null", lambda v: v is None or rule.accepts(v))
+
+
+_BOOLEAN = Rule("true or false", lambda v: isinstance(v, bool))
+_PATH = Rule("a folder path", lambda v: isinstance(v, str) and v.strip() != "")
+# YAML 1.1 reads an unquoted `no` as false: take it for the "no" it was meant to be.
+_MIXED_PRECISION = Rule(_either(("no", "bf16", "fp16")), lambda v: v in ("no", "bf16", "fp16", False),
+                        lambda v: "no" if v is False else v)
+_BETAS = Rule("two numbers in [0, 1), e.g. [0.9, 0.999]",
+              lambda v: isinstance(v, list) and len(v) == 2 and all(_is_number(b) and 0 <= b < 1 for b in v))
+
+# One rule per key of DEFAULTS["training"] (a test checks that none is missing).
+TRAINING_RULES: dict[str, Rule] = {
+    "output_dir": _PATH,
+    # numpy's seed (set by accelerate's set_seed) must fit in 32 bits.
+    "seed": Rule("an integer in [0, 2**32)", lambda v: _is_integer(v) and 0 <= v < 2**32),
+    "batch_size": _integer_at_least(1),
+    "max_steps": _integer_at_least(1),
+    "learning_rate": _number_above(0),
+    "weight_decay": _number_at_least(0),
+    "adam_betas": _BETAS,
+    # The diffusers schedules that need no further arguments.
+    "lr_scheduler": _one_of("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial"),
+    "lr_warmup_steps": _integer_at_least(0),
+    "gradient_accumulation_steps": _integer_at_least(1),
+    "max_grad_norm": _or_null(_number_at_least(0)),  # null or 0: no clipping
+    "mixed_precision": _MIXED_PRECISION,
+    "ema_decay": _or_null(Rule("a number in (0, 1)", lambda v: _is_number(v) and 0 < v < 1)),
+    "vae_warmup_steps": _integer_at_least(0),
+    "flow_learning_rate": _or_null(_number_above(0)),
+    "trainable_parameters": _one_of("all", "flow"),
+    "discriminator_learning_rate": _or_null(_number_above(0)),
+    "discriminator_warmup_steps": _integer_at_least(0),
+    "fit_latent_prior": _BOOLEAN,
+    "latent_prior_source": _one_of("posterior", "flow"),
+    "init_from": _or_null(_PATH),
+    "gradient_checkpointing": _BOOLEAN,
+    "flow_checkpoint_chunk_size": Rule("'auto', null or an integer >= 1",
+                                       lambda v: v is None or v == "auto" or (_is_integer(v) and v >= 1)),
+    "checkpointing_steps": _integer_at_least(1),
+    "checkpoints_total_limit": _or_null(_integer_at_least(0)),  # null or 0: keep every checkpoint
+    "sample_steps": _integer_at_least(1),
+    "log_steps": _integer_at_least(1),
+    "report_to": _one_of("csv", "tensorboard"),
+    "num_threads": _or_null(_integer_at_least(1)),
+    "dataloader_workers": _integer_at_least(0),
+}
+
+
+def validate_training(settings: dict[str, Any]) -> dict[str, Any]:
+    """Check every ``training`` key against :data:`TRAINING_RULES`; return the settings with converted values.
+
+    Raises:
+        ConfigError: one line naming the first bad key, its value and what it accepts.
+    """
+    checked = dict(settings)
+    for key, rule in TRAINING_RULES.items():
+        value = settings[key]
+        if not rule.accepts(value):
+            raise ConfigError(f"training.{key}={value!r}: expected {rule.expected}")
+        checked[key] = rule.convert(value)
+    return checked
+
+
 def _merge(base: dict, update: dict, where: str) -> dict:
     merged = copy.deepcopy(base)
     for key, value in update.items():
@@ -114,7 +226,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
-    """Load a YAML config (a path, or a name under ``training/configs/``) and apply overrides.
+    """Load a YAML config (a path, or a name under ``training/configs/``), apply overrides and validate the
+    ``training`` section (:func:`validate_training`).
 
     Args:
         path: YAML file, config name such as ``"cpu-128"``, or ``None`` for the defaults.
@@ -142,4 +255,6 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> dict[
         if section != "model" and key not in config[section]:
             raise ConfigError(f"override {override!r}: unknown key {section}.{key}")
         config[section][key] = value
+    # Before any data is loaded: a bad value must not cost the user a dataset preparation first.
+    config["training"] = validate_training(config["training"])
     return config

@@ -147,20 +147,70 @@ def list_checkpoints(output_dir: Path) -> list[Path]:
     return sorted(found, key=checkpoint_step)
 
 
-def resolve_resume(output_dir: Path, resume: str | None) -> Path | None:
-    """The checkpoint folder to resume from (``"latest"``: the newest under ``output_dir``), or ``None``."""
+class ResumeError(ValueError):
+    """``--resume-from-checkpoint`` cannot be honoured; the message names the checkpoint and what to do."""
+
+
+# torch's load_state_dict message when the checkpoint's tensors do not fit the configured model.
+_ARCHITECTURE_MISMATCH = "Error(s) in loading state_dict"
+
+
+def resume_candidates(output_dir: Path, resume: str | None) -> list[Path]:
+    """The checkpoint folders to try, in order: none for ``None``; for ``"latest"`` every checkpoint under
+    ``output_dir``, newest first (an unreadable one falls back to the one before); else the given folder.
+
+    Raises:
+        ResumeError: the given folder does not exist.
+    """
     if resume is None:
-        return None
+        return []
     if resume == "latest":
         found = list_checkpoints(output_dir)
         if not found:
             print(f"No checkpoint under {output_dir / 'checkpoints'}: starting from scratch.")
-            return None
-        return found[-1]
+        return found[::-1]
     path = Path(resume)
     if not path.is_dir():
-        raise FileNotFoundError(f"--resume-from-checkpoint {resume}: no such checkpoint folder")
-    return path
+        raise ResumeError(f"--resume-from-checkpoint {resume}: no such checkpoint folder; pass 'latest' or a "
+                          "checkpoints/checkpoint-<step> folder")
+    return [path]
+
+
+def load_checkpoint(accelerator, candidates: Sequence[Path], announce: bool) -> int:
+    """Restore the complete training state from the first readable checkpoint of ``candidates``; return its step
+    (0 when there is none).
+
+    A later, complete load overwrites whatever a failed one had restored, so falling back keeps resume exact.
+
+    Args:
+        accelerator: the prepared ``Accelerator`` (model, optimiser, scheduler and EMA registered).
+        candidates: from :func:`resume_candidates`.
+        announce: print what was resumed or skipped (the main process).
+
+    Raises:
+        ResumeError: a checkpoint holds another architecture than the configured model, or none is readable.
+    """
+    for path in candidates:
+        try:
+            accelerator.load_state(str(path))
+        except Exception as error:  # noqa: BLE001 -- a damaged file raises anything (SafetensorError, IndexError...)
+            lines = [line.strip() for line in str(error).strip().splitlines()] or [type(error).__name__]
+            if _ARCHITECTURE_MISMATCH in lines[0]:
+                # The first mismatching tensor (torch lists them all, one per line, after the header).
+                raise ResumeError(f"--resume-from-checkpoint: {path} holds a model of another architecture than the "
+                                  f"config ({lines[min(1, len(lines) - 1)]}); resume with the config "
+                                  "that wrote it, or start a new training.output_dir") from error
+            if announce:
+                print(f"Checkpoint {path} is unreadable ({type(error).__name__}: {lines[0][:120]}); trying the one "
+                      "before.", file=sys.stderr)
+            continue
+        if announce:
+            print(f"Resumed from {path} at step {checkpoint_step(path)}")
+        return checkpoint_step(path)
+    if candidates:
+        raise ResumeError(f"--resume-from-checkpoint: no readable checkpoint among {', '.join(map(str, candidates))}; "
+                          "start without --resume-from-checkpoint or in a new training.output_dir")
+    return 0
 
 
 def resolve_mixed_precision(requested: str) -> str:
@@ -222,14 +272,18 @@ def command_line(run_class: type[TrainingRun], description: str, argv: Sequence[
     args = parser.parse_args(argv)
     try:
         run = run_class(load_config(args.config, args.overrides))
-    except ConfigError as error:
+        return run_training(run, args.resume_from_checkpoint, args.push_to_hub, args.stop_after_steps)
+    except (ConfigError, ResumeError) as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 2
-    return run_training(run, args.resume_from_checkpoint, args.push_to_hub, args.stop_after_steps)
 
 
 def run_training(run: TrainingRun, resume: str | None, push_to_hub: str | None, stop_after_steps: int | None) -> int:
-    """Train ``run`` as configured; returns a process exit code (0 success, 3 non-finite loss, 4 push failed)."""
+    """Train ``run`` as configured; returns a process exit code (0 success, 3 non-finite loss, 4 push failed).
+
+    Raises:
+        ResumeError: ``resume`` names no folder, a checkpoint of another architecture, or only unreadable ones.
+    """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from diffusers.optimization import get_scheduler
@@ -249,6 +303,7 @@ def run_training(run: TrainingRun, resume: str | None, push_to_hub: str | None, 
     )
     set_seed(settings["seed"])
     main_process = accelerator.is_main_process
+    resume_from = resume_candidates(output_dir, resume)  # a wrong folder must fail before the data are loaded
 
     train_images, train_masks = dataset_to_tensors(load_slice_dataset(data_config, data_config["patients"]))
     validation = None
@@ -290,13 +345,7 @@ def run_training(run: TrainingRun, resume: str | None, push_to_hub: str | None, 
         ema = EMAModel(accelerator.unwrap_model(model).parameters(), decay=settings["ema_decay"])
         accelerator.register_for_checkpointing(ema)
 
-    resume_path = resolve_resume(output_dir, resume)
-    global_step = 0
-    if resume_path is not None:
-        accelerator.load_state(str(resume_path))
-        global_step = checkpoint_step(resume_path)
-        if main_process:
-            print(f"Resumed from {resume_path} at step {global_step}")
+    global_step = load_checkpoint(accelerator, resume_from, main_process)
     log = CsvLog(output_dir / "logs" / "metrics.csv", global_step) if main_process else None
     if settings["report_to"] == "tensorboard":
         accelerator.init_trackers(run.kind, config={k: str(v) for k, v in settings.items()})

@@ -119,7 +119,7 @@ def build_demo(pipeline: HVAEPipeline, description: str) -> gr.Blocks:
                 with gr.Column(scale=1):
                     seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
                     num_samples = gr.Slider(1, callbacks.MAX_SAMPLES, value=8, step=1, label="Number of samples")
-                    temperature = gr.Slider(0.0, 2.0, value=1.0, step=0.05, label="Temperature")
+                    temperature = gr.Slider(0.05, 2.0, value=1.0, step=0.05, label="Temperature")
                     mask_threshold = gr.Slider(0.05, 0.95, value=0.5, step=0.05, label="Mask threshold")
                     min_area = gr.Number(
                         value=0,

@@ -59,9 +59,20 @@ class SampleSet:
 
 
 # ------------------------------------------------------------------------------------------------ input checks
+def finite_number(value: object, name: str) -> float:
+    """Return ``value`` as a finite ``float``, or refuse it (empty fields send ``None``, API callers may send text)."""
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise DemoInputError(f"{name} must be a number, got {value!r}.") from None
+    if not math.isfinite(number):
+        raise DemoInputError(f"{name} must be a finite number, got {value!r}.")
+    return number
+
+
 def whole_number(value: float | int | None, name: str, low: int, high: int) -> int:
     """Return ``value`` as an ``int`` in ``[low, high]`` (widgets send floats such as ``8.0``), or refuse it."""
-    if value is None or not math.isfinite(float(value)) or float(value) != int(value):
+    if finite_number(value, name) != int(float(value)):
         raise DemoInputError(f"{name} must be a whole number, got {value!r}.")
     if not low <= int(value) <= high:
         raise DemoInputError(f"{name} must be between {low} and {high}, got {int(value)}.")
@@ -69,12 +80,14 @@ def whole_number(value: float | int | None, name: str, low: int, high: int) -> i
 
 
 def _check_temperature(temperature: float, smallest: float = 0.0) -> None:
-    if not smallest <= temperature <= 2.0:
-        raise DemoInputError(f"Temperature must be between {smallest:g} and 2, got {temperature:g}.")
+    """Refuse a temperature outside ``[smallest, 2]`` or not above 0 (the pipeline's own limit)."""
+    value = finite_number(temperature, "Temperature")
+    if not (value > 0 and smallest <= value <= 2.0):
+        raise DemoInputError(f"Temperature must be between {smallest:g} and 2, above 0; got {value:g}.")
 
 
 def _check_mask_threshold(mask_threshold: float) -> None:
-    if not 0.0 < mask_threshold < 1.0:
+    if not 0.0 < finite_number(mask_threshold, "Mask threshold") < 1.0:
         raise DemoInputError(f"Mask threshold must be strictly between 0 and 1, got {mask_threshold:g}.")
 
 

@@ -106,13 +106,19 @@ def _as_user_sees_it(message: str, path: Path) -> str:
 
 
 def _read_picture(path: Path) -> np.ndarray:
+    """Decode a picture, after checking the size its header announces: a decompression bomb (a small file that
+    decodes to gigapixels) is refused before any pixel is decoded."""
     try:
         with PIL.Image.open(path) as picture:
+            _check_side(picture.height, picture.width, path.name)
             picture.load()
             if picture.mode == "P":  # palette pictures: their colours, not their palette indices, are the content
                 picture = picture.convert("RGBA")
             array = np.asarray(picture)
-    except (OSError, PIL.UnidentifiedImageError, ValueError) as error:
+    except DemoInputError:
+        raise
+    # PIL refuses headers beyond twice its MAX_IMAGE_PIXELS itself (DecompressionBombError), before _check_side.
+    except (OSError, PIL.UnidentifiedImageError, PIL.Image.DecompressionBombError, ValueError) as error:
         reason = _as_user_sees_it(str(error), path)
         raise DemoInputError(f"{path.name}: not a readable PNG/TIF picture ({reason}).") from error
     if array.ndim == 2:

@@ -322,8 +322,11 @@ def _check_call_arguments(
 ) -> None:
     if not isinstance(num_samples, int) or num_samples < 1:
         raise ValueError(f"`num_samples` must be an integer >= 1, got {num_samples!r}")
-    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature >= 0):
-        raise ValueError(f"`temperature` must be a finite number >= 0, got {temperature!r}")
+    # 0 would give every sample the same latent (the prior's mean), and bools are ints to Python.
+    number = isinstance(temperature, (int, float)) and not isinstance(temperature, bool)
+    if not (number and math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"`temperature` must be a finite number > 0 (1 samples the prior's own spread), "
+                         f"got {temperature!r}")
     if not 0.0 < mask_threshold < 1.0:
         raise ValueError(f"`mask_threshold` must be in (0, 1), got {mask_threshold!r}")
     if min_mask_area < 0:

@@ -21,6 +21,7 @@ All commands resume: finished runs recorded in ``OUT/runs/`` are not redone, and
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -28,6 +29,8 @@ from typing import Sequence
 from ..pipeline import PRIORS
 
 PROGRAM = "hvae-evaluate"
+# torch.Generator.manual_seed takes seeds below 2**64; larger ones only fail after the data are loaded.
+MAX_SEED = 2**63 - 1
 
 
 def _add_data_arguments(parser: argparse.ArgumentParser, train_required: bool) -> None:
@@ -131,6 +134,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_numbers(args: argparse.Namespace) -> None:
+    """Refuse the numeric values that the settings classes let through, before any data are loaded: seeds beyond
+    torch's range and an infinite learning rate (the other ranges are checked by the settings classes).
+
+    Raises:
+        ValueError: naming the option, the value and the accepted range.
+    """
+    for seed in [*(getattr(args, "seeds", None) or []), getattr(args, "seed", None)]:
+        if seed is not None and seed > MAX_SEED:
+            raise ValueError(f"seed {seed} is too large: seeds must be <= {MAX_SEED} (2**63 - 1)")
+    learning_rate = getattr(args, "learning_rate", None)
+    if learning_rate is not None and not (math.isfinite(learning_rate) and learning_rate > 0):
+        raise ValueError(f"--learning-rate must be a finite number > 0, got {learning_rate}")
+
+
 def _run(args: argparse.Namespace) -> int:
     import torch
 
@@ -138,6 +156,7 @@ def _run(args: argparse.Namespace) -> int:
                               SamplingSettings, UNetSettings, load_real_split, parse_generator, run_augmentation,
                               run_image_quality, run_likelihood)
 
+    _check_numbers(args)
     if args.num_threads is not None:
         if args.num_threads < 1:
             raise ValueError(f"--num-threads must be >= 1, got {args.num_threads}")

@@ -24,6 +24,7 @@ import torch
 from huggingface_hub import ModelCard, try_to_load_from_cache
 
 from hvae_pipeline.pipeline import HVAEPipeline, SamplingBudgetExceeded, spherical_interpolation
+from hvae_pipeline.validation import MAX_SEED
 from hvae_pipeline.visualization import mask_to_uint8, overlay, to_grey_uint8
 
 from .uploads import DemoInputError, prepare_mask, prepare_slice
@@ -34,7 +35,6 @@ MAX_FRAMES = 16
 MAX_POSTERIOR_SAMPLES = 8
 # Latents drawn per requested sample before a high minimum tumour area gives up (bounds rejection sampling).
 DRAWS_PER_SAMPLE = 10
-MAX_SEED = 2**63 - 1
 
 GalleryItems = list[tuple[np.ndarray, str]]
 

@@ -8,6 +8,7 @@ are sampled, saved and evaluated alike: ``model.latent_shape``, ``model.config``
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -240,9 +241,9 @@ class HVAEPipeline(DiffusionPipeline):
         order are those of :meth:`__call__` with the same arguments. The arguments are :meth:`__call__`'s; the checks
         run at the first ``next()``. Batches with no kept pair are not yielded.
         """
-        _check_call_arguments(num_samples, temperature, mask_threshold, min_mask_area, batch_size)
+        self.check_sampling_arguments(num_samples, generator, temperature, mask_threshold, min_mask_area, batch_size,
+                                      max_draws, prior)
         _check_output_type(output_type)
-        self.resolve_prior(prior)  # a bad `prior` fails before any drawing
         max_draws = max(20 * num_samples, 1000) if max_draws is None else max_draws
         accepted = drawn = 0
         with self.progress_bar(total=num_samples) as progress:
@@ -268,6 +269,38 @@ class HVAEPipeline(DiffusionPipeline):
                     images, masks = images[keep].cpu(), masks[keep].cpu()
                     images_out, masks_out = _format(images, masks, output_type, self.model.config.mask_channels)
                     yield HVAEPipelineOutput(images_out, masks_out, tumour_areas=tumour_area(masks).numpy())
+
+    def check_sampling_arguments(
+        self,
+        num_samples: int = 1,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        temperature: float = 1.0,
+        mask_threshold: float = 0.5,
+        min_mask_area: int = 0,
+        batch_size: int = 32,
+        max_draws: int | None = None,
+        prior: str = "auto",
+    ) -> None:
+        """Refuse invalid sampling arguments of :meth:`__call__` (same meanings) before any drawing.
+
+        Callers that load a model before sampling (``hvae-generate``) use it to refuse bad settings up front.
+
+        Raises:
+            ValueError: naming the first invalid argument and its value.
+            SamplingBudgetExceeded: ``min_mask_area`` exceeds a whole mask, so no draw can pass (said at once, rather
+                than after spending ``max_draws``).
+        """
+        _check_call_arguments(num_samples, temperature, mask_threshold, min_mask_area, batch_size)
+        _check_generator(generator, self.device)
+        side = self.model.config.sample_size
+        if min_mask_area > side * side:
+            raise SamplingBudgetExceeded(
+                f"only 0 of {num_samples} samples can have a tumour area >= min_mask_area={min_mask_area} px: a "
+                f"{side}x{side} mask has {side * side} px; pass a smaller min_mask_area")
+        if max_draws is not None and not (_is_count(max_draws) and max_draws >= num_samples):
+            raise ValueError(f"`max_draws` must be an integer >= num_samples={num_samples} (or None), "
+                             f"got {max_draws!r}")
+        self.resolve_prior(prior)  # a bad `prior` fails before any drawing
 
     @torch.inference_mode()
     def reconstruct(
@@ -296,8 +329,11 @@ class HVAEPipeline(DiffusionPipeline):
         """
         config = self.model.config
         check_images(images, config.image_channels, config.sample_size)
-        if num_samples < 1:
-            raise ValueError(f"`num_samples` must be >= 1, got {num_samples}")
+        if not _is_count(num_samples) or num_samples < 1:
+            raise ValueError(f"`num_samples` must be an integer >= 1, got {num_samples!r}")
+        # A negative count would silently skip the imputation like 0 does.
+        if not _is_count(imputation_steps) or imputation_steps < 0:
+            raise ValueError(f"`imputation_steps` must be an integer >= 0, got {imputation_steps!r}")
         images = images.to(self.device, self.model.dtype)
         if masks is None:
             masks = torch.zeros(images.shape[0], *images.shape[-2:], dtype=torch.long, device=self.device)
@@ -317,22 +353,45 @@ def tumour_area(masks: torch.Tensor) -> torch.Tensor:
     return (masks > 0).flatten(1).sum(dim=1)
 
 
+def _is_count(value: Any) -> bool:
+    """Whether ``value`` is an integer count; bools are ints to Python, and a float count would fail deep in torch."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_number(value: Any) -> bool:
+    """Whether ``value`` is a finite real number (not a bool)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and math.isfinite(value)
+
+
 def _check_call_arguments(
     num_samples: int, temperature: float, mask_threshold: float, min_mask_area: int, batch_size: int
 ) -> None:
-    if not isinstance(num_samples, int) or num_samples < 1:
+    if not _is_count(num_samples) or num_samples < 1:
         raise ValueError(f"`num_samples` must be an integer >= 1, got {num_samples!r}")
-    # 0 would give every sample the same latent (the prior's mean), and bools are ints to Python.
-    number = isinstance(temperature, (int, float)) and not isinstance(temperature, bool)
-    if not (number and math.isfinite(temperature) and temperature > 0):
+    # 0 would give every sample the same latent (the prior's mean).
+    if not (_is_number(temperature) and temperature > 0):
         raise ValueError(f"`temperature` must be a finite number > 0 (1 samples the prior's own spread), "
                          f"got {temperature!r}")
-    if not 0.0 < mask_threshold < 1.0:
-        raise ValueError(f"`mask_threshold` must be in (0, 1), got {mask_threshold!r}")
-    if min_mask_area < 0:
-        raise ValueError(f"`min_mask_area` must be >= 0 pixels, got {min_mask_area!r}")
-    if batch_size < 1:
-        raise ValueError(f"`batch_size` must be >= 1, got {batch_size!r}")
+    if not (_is_number(mask_threshold) and 0.0 < mask_threshold < 1.0):
+        raise ValueError(f"`mask_threshold` must be a number in (0, 1), got {mask_threshold!r}")
+    if not (_is_number(min_mask_area) and min_mask_area >= 0):
+        raise ValueError(f"`min_mask_area` must be a number >= 0 pixels, got {min_mask_area!r}")
+    if not _is_count(batch_size) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be an integer >= 1, got {batch_size!r}")
+
+
+def _check_generator(generator: Any, device: torch.device) -> None:
+    """Refuse what ``randn_tensor`` would fail on with an unrelated message: a non-generator, or one on a device
+    that draws no numbers (``meta``) or other than the CPU and the pipeline's own."""
+    generators = generator if isinstance(generator, list) else [generator]
+    for one in generators:
+        if one is None:
+            continue
+        if not isinstance(one, torch.Generator):
+            raise ValueError(f"`generator` must be a torch.Generator (or a list of them), got {type(one).__name__}")
+        if one.device.type not in ("cpu", device.type):
+            raise ValueError(f"`generator` is on the {one.device.type!r} device but the pipeline samples on "
+                             f"{device.type!r}; pass torch.Generator(device='cpu') or one on {device.type!r}")
 
 
 def _check_output_type(output_type: str) -> None:

@@ -7,6 +7,8 @@ from typing import Sequence
 import torch
 
 LISTED_NAMES = 5  # names a message quotes before "and N more"
+# torch.Generator.manual_seed takes seeds below 2**64 and wraps negative ones; larger ones fail deep in torch.
+MAX_SEED = 2**63 - 1
 
 
 def name_list(names: Sequence[str]) -> str:
@@ -23,6 +25,8 @@ def check_images(images: torch.Tensor, image_channels: int, sample_size: int, na
         raise ValueError(f"`{name}` must be a float tensor with values in [0, 1], got dtype {images.dtype}")
     if images.ndim != 4:
         raise ValueError(f"`{name}` must have shape (B, {image_channels}, H, W), got {tuple(images.shape)}")
+    if images.shape[0] == 0:
+        raise ValueError(f"`{name}` is an empty batch (shape {tuple(images.shape)}); pass at least one slice")
     if images.shape[1] != image_channels:
         raise ValueError(
             f"`{name}` has {images.shape[1]} channels but the model expects image_channels={image_channels}"
@@ -51,6 +55,8 @@ def as_class_ids(masks: torch.Tensor, mask_channels: int, batch_size: int, sampl
     """
     if not torch.is_tensor(masks):
         raise ValueError(f"`masks` must be a torch.Tensor, got {type(masks).__name__}")
+    if masks.is_complex():
+        raise ValueError(f"`masks` must hold class ids as an integer, bool or float tensor, got dtype {masks.dtype}")
     if masks.ndim == 4 and masks.shape[1] == 1:
         masks = masks[:, 0]
     if masks.ndim != 3:

@@ -11,6 +11,8 @@ from typing import Any, Callable, Sequence
 
 import yaml
 
+from training.data import DATA_KINDS
+
 CONFIG_DIR = Path(__file__).parent / "configs"
 
 
@@ -187,18 +189,57 @@ TRAINING_RULES: dict[str, Rule] = {
 }
 
 
-def validate_training(settings: dict[str, Any]) -> dict[str, Any]:
-    """Check every ``training`` key against :data:`TRAINING_RULES`; return the settings with converted values.
+def _names(allow_null: bool) -> Rule:
+    """A non-empty list of strings (patient ids, modalities), or also null."""
+    rule = Rule("a non-empty list of names", lambda v: isinstance(v, list) and bool(v) and all(isinstance(n, str) for n in v))
+    return _or_null(rule) if allow_null else rule
+
+
+_TEXT = Rule("a string", lambda v: isinstance(v, str) and v.strip() != "")
+
+# One rule per key of DEFAULTS["data"] (a test checks that none is missing); the loaders check the rest (layouts,
+# label names) once they read the folder.
+DATA_RULES: dict[str, Rule] = {
+    "kind": _one_of(*DATA_KINDS),
+    "root": _or_null(_PATH),
+    "image_glob": _or_null(_TEXT),
+    "label_glob": _or_null(_TEXT),
+    "mask_glob": _or_null(_TEXT),
+    "modalities": _names(allow_null=False),
+    "label": _TEXT,
+    "patients": _names(allow_null=True),
+    "val_patients": _names(allow_null=True),
+    "size": _integer_at_least(8),  # the smallest slice the loaders and phantoms make
+    "depth": _integer_at_least(1),
+    "min_tumour_area": _integer_at_least(0),
+    "balance": _BOOLEAN,
+    "num_phantom_slices": _integer_at_least(1),
+    "num_proc": _integer_at_least(1),
+    "licence": _or_null(_TEXT),
+    "description": _or_null(_TEXT),
+}
+
+
+def validate_section(section: str, settings: dict[str, Any], rules: dict[str, Rule]) -> dict[str, Any]:
+    """Check every key of one config section against its ``rules``; return the settings with converted values.
 
     Raises:
         ConfigError: one line naming the first bad key, its value and what it accepts.
     """
     checked = dict(settings)
-    for key, rule in TRAINING_RULES.items():
+    for key, rule in rules.items():
         value = settings[key]
         if not rule.accepts(value):
-            raise ConfigError(f"training.{key}={value!r}: expected {rule.expected}")
+            raise ConfigError(f"{section}.{key}={value!r}: expected {rule.expected}")
         checked[key] = rule.convert(value)
+    return checked
+
+
+def validate_data(data: dict[str, Any]) -> dict[str, Any]:
+    """:func:`validate_section` of ``data``, and a folder for every kind but the generated phantoms."""
+    checked = validate_section("data", data, DATA_RULES)
+    if checked["kind"] != "phantom" and checked["root"] is None:
+        raise ConfigError(f"data.root=None: data.kind={checked['kind']!r} reads a folder; set data.root")
     return checked
 
 
@@ -227,7 +268,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
     """Load a YAML config (a path, or a name under ``training/configs/``), apply overrides and validate the
-    ``training`` section (:func:`validate_training`).
+    ``training`` and ``data`` sections (:func:`validate_section`).
 
     Args:
         path: YAML file, config name such as ``"cpu-128"``, or ``None`` for the defaults.
@@ -256,5 +297,6 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> dict[
             raise ConfigError(f"override {override!r}: unknown key {section}.{key}")
         config[section][key] = value
     # Before any data is loaded: a bad value must not cost the user a dataset preparation first.
-    config["training"] = validate_training(config["training"])
+    config["training"] = validate_section("training", config["training"], TRAINING_RULES)
+    config["data"] = validate_data(config["data"])
     return config

@@ -269,13 +269,36 @@ def command_line(run_class: type[TrainingRun], description: str, argv: Sequence[
     parser.add_argument("--stop-after-steps", type=int, default=None,
                         help="stop (with a checkpoint) after this many steps of this invocation, as an interruption")
     parser.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. training.max_steps=100")
-    args = parser.parse_args(argv)
+    # Intermixed: overrides may follow an option (`--stop-after-steps 5 training.max_steps=10`).
+    args = parser.parse_intermixed_args(argv)
+    if args.stop_after_steps is not None and args.stop_after_steps < 1:  # 0 would still train one step
+        parser.error(f"--stop-after-steps must be >= 1, got {args.stop_after_steps}; leave it out to train to the end")
     try:
         run = run_class(load_config(args.config, args.overrides))
+        check_before_data(run)
         return run_training(run, args.resume_from_checkpoint, args.push_to_hub, args.stop_after_steps)
     except (ConfigError, ResumeError) as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 2
+
+
+def check_before_data(run: TrainingRun) -> None:
+    """Raise :class:`ConfigError` for what would otherwise fail only after the data are loaded: ``model.*`` values the
+    model refuses, a ``model.sample_size`` other than ``data.size``, a ``training.output_dir`` below a file."""
+    size, arguments = run.config["data"]["size"], run.model_arguments()
+    if arguments["sample_size"] != size:
+        raise ConfigError(f"model.sample_size={arguments['sample_size']!r} differs from data.size={size}: the slices "
+                          "would not fit the model; set both to the same value")
+    try:
+        with torch.device("meta"):  # no memory and no random draws: the run builds its own model later
+            run.build_model()
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"model: {error}") from None
+    output_dir = Path(run.config["training"]["output_dir"])
+    existing = next(folder for folder in (output_dir, *output_dir.parents) if folder.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"training.output_dir={str(output_dir)!r}: {existing} is a file, not a folder; pass a folder "
+                          "path")
 
 
 def run_training(run: TrainingRun, resume: str | None, push_to_hub: str | None, stop_after_steps: int | None) -> int:

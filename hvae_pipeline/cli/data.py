@@ -101,7 +101,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``hvae-data``; returns the exit code (0 success, 2 bad input)."""
     from hvae_pipeline.output_folder import atomic_directory
 
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.cache_dir is not None and args.cache_dir.exists() and not args.cache_dir.is_dir():
+        # Found only when the prepared slices are stored, after the whole preparation.
+        parser.error(f"--cache-dir {args.cache_dir}: exists and is not a folder; pass a folder or leave it out")
     try:
         # Entering checks --out and creates the staging folder before the (long) preparation, and moving the result
         # into place checks again.

@@ -27,10 +27,9 @@ from pathlib import Path
 from typing import Sequence
 
 from ..pipeline import PRIORS
+from ..validation import MAX_SEED
 
 PROGRAM = "hvae-evaluate"
-# torch.Generator.manual_seed takes seeds below 2**64; larger ones only fail after the data are loaded.
-MAX_SEED = 2**63 - 1
 
 
 def _add_data_arguments(parser: argparse.ArgumentParser, train_required: bool) -> None:
@@ -135,8 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check_numbers(args: argparse.Namespace) -> None:
-    """Refuse the numeric values that the settings classes let through, before any data are loaded: seeds beyond
-    torch's range and an infinite learning rate (the other ranges are checked by the settings classes).
+    """Refuse the values that the settings classes let through, before any data are loaded: seeds beyond torch's
+    range, an infinite learning rate, a U-Net too deep for --size, an --out that is a file and devices torch cannot
+    compute on (the other ranges are checked by the settings classes).
 
     Raises:
         ValueError: naming the option, the value and the accepted range.
@@ -147,6 +147,31 @@ def _check_numbers(args: argparse.Namespace) -> None:
     learning_rate = getattr(args, "learning_rate", None)
     if learning_rate is not None and not (math.isfinite(learning_rate) and learning_rate > 0):
         raise ValueError(f"--learning-rate must be a finite number > 0, got {learning_rate}")
+    levels = len(getattr(args, "unet_channels", None) or [])
+    # Below 2x2 at the bottom level the U-Net's instance norm fails in the first step, with a message about tensors.
+    if levels and args.size < 2 ** levels:
+        raise ValueError(f"--unet-channels: a U-Net with {levels} levels shrinks --size {args.size} slices below 2x2; "
+                         f"pass fewer --unet-channels or a --size of at least {2 ** levels}")
+    if args.out.exists() and not args.out.is_dir():
+        raise ValueError(f"--out {args.out}: exists and is not a folder; pass a folder (it is reused to resume)")
+    for option in ("--device", "--sampling-device"):
+        device = getattr(args, option.lstrip("-").replace("-", "_"), None)
+        if device is not None:
+            _check_device(option, device)
+
+
+def _check_device(option: str, text: str) -> None:
+    """Raise ``ValueError`` unless ``text`` names a device this machine can compute on."""
+    import torch
+
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise ValueError(f"{option} {text}: not a torch device; pass cpu or cuda") from None
+    if device.type == "meta":  # holds shapes only: the first value read fails deep inside training
+        raise ValueError(f"{option} {text}: the meta device holds no values; pass cpu or cuda")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{option} {text}: no CUDA device is available here; pass cpu")
 
 
 def _run(args: argparse.Namespace) -> int:

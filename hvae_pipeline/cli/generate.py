@@ -23,6 +23,7 @@ import torch
 
 from ..output_folder import OutputFolderError, atomic_directory, check_output_folder
 from ..pipeline import PRIORS, HVAEPipeline, HVAEPipelineOutput, SamplingBudgetExceeded
+from ..validation import MAX_SEED
 
 FORMATS = ("png", "nifti", "dataset")
 # What this command writes: --overwrite replaces a folder holding only these (see hvae_pipeline.output_folder).
@@ -63,6 +64,8 @@ def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.min_mask_area < 0:
         parser.error(f"--min-mask-area must be >= 0, got {args.min_mask_area}")
+    if not 0 <= args.seed <= MAX_SEED:  # torch wraps negative seeds and fails on larger ones after loading the model
+        parser.error(f"--seed must be in [0, {MAX_SEED}] (2**63 - 1), got {args.seed}")
     if not 0.0 < args.mask_threshold < 1.0:
         parser.error(f"--mask-threshold must be in (0, 1), got {args.mask_threshold}")
     if not (math.isfinite(args.temperature) and 0 < args.temperature <= MAX_TEMPERATURE):
@@ -208,6 +211,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         prior = pipeline.resolve_prior(args.prior)
     except ValueError as error:
         print(f"hvae-generate: error: --prior {args.prior}: {error}", file=sys.stderr)
+        return 2
+    try:
+        # What only the model decides (a --min-mask-area beyond its slice size), before any sampling.
+        pipeline.check_sampling_arguments(args.num_samples, None, args.temperature, args.mask_threshold,
+                                          args.min_mask_area, args.batch_size, None, prior)
+    except (ValueError, SamplingBudgetExceeded) as error:
+        print(f"hvae-generate: error: {error}", file=sys.stderr)
         return 2
     try:
         # Entering creates the staging folder: an unwritable --out fails here, before any sampling.

@@ -100,6 +100,21 @@ def _resize(array: np.ndarray, size: int, labels: bool, path: Path) -> np.ndarra
     return resample(array[:, :, None], np.eye(4), grid, (size, size, 1))[:, :, 0]
 
 
+def _mask_plane(picture: np.ndarray, path: Path) -> np.ndarray:
+    """The one plane of a mask picture ``(H, W, C)``: a grey, grey+alpha or RGB(A) picture whose colour channels agree.
+
+    Taking the first channel of a colour mask would drop a tumour drawn in green or blue without a word.
+
+    Raises:
+        DataFormatError: the colour channels differ (a coloured overlay rather than a mask), naming the file.
+    """
+    colours = picture[:, :, :3] if picture.shape[2] >= 3 else picture[:, :, :1]  # the alpha channel is no label
+    if not (colours == colours[:, :, :1]).all():
+        raise DataFormatError(f"{path}: a colour mask whose red, green and blue channels differ; save the mask as one "
+                              "grey channel (0/1, 0/255 or class ids)")
+    return colours[:, :, 0]
+
+
 def prepare_pair_case(case: PairCase, options: _PairOptions) -> SliceColumns:
     """Read, check, resize and select one patient's 2D slices (runs in worker processes).
 
@@ -115,7 +130,7 @@ def prepare_pair_case(case: PairCase, options: _PairOptions) -> SliceColumns:
             if max(options.channels) >= picture.shape[2]:
                 raise DataFormatError(f"{image_path}: has {picture.shape[2]} channel(s), channels={list(options.channels)} requested")
             picture = picture[:, :, list(options.channels)]
-        mask = read_picture(mask_path)[:, :, 0]
+        mask = _mask_plane(read_picture(mask_path), mask_path)
         if mask.shape != picture.shape[:2]:
             raise DataFormatError(f"{mask_path}: mask size {mask.shape} does not match {image_path.name} size {picture.shape[:2]}")
         mask = (mask > 0).astype(np.uint8) if options.binarize else mask.astype(np.uint8)

@@ -157,8 +157,8 @@ def test_generate_overwrite_restores_the_previous_output_when_a_file_appeared(ti
 
 def test_generate_failure_removes_staging_and_the_folders_it_created(tiny_pipeline_folder, tmp_path, capsys):
     out = tmp_path / "new" / "deeper" / "out"
-    code, err = run_cli(generate.main, generate_args(tiny_pipeline_folder, out, "--min-mask-area", "1000"), capsys)
-    assert code == 1 and "min_mask_area=1000" in err
+    code, err = run_cli(generate.main, generate_args(tiny_pipeline_folder, out, "--min-mask-area", "256"), capsys)
+    assert code == 1 and "min_mask_area=256" in err
     assert list(tmp_path.iterdir()) == []
 
 

@@ -141,7 +141,8 @@ def test_test_patients_overlapping_train_patients_are_refused(tmp_path, capsys):
         (["--counts", "0", "4", "4"], "synthetic counts N are repeated"),
         (["--num-seeds", "0"], "--num-seeds must be >= 1"),
         (["--size", "64"], "makes images of shape (1, 32, 32) (C, H, W) but the real slices are (1, 64, 64)"),
-        (["--unet-channels", "4", "8", "8", "8", "8", "8", "8"], "needs image sides divisible by 64, got 32x32"),
+        (["--unet-channels", "4", "8", "8", "8", "8", "8", "8"],
+         "a U-Net with 7 levels shrinks --size 32 slices below 2x2"),
     ],
 )
 def test_bad_grid_arguments_get_clear_errors(tmp_path, capsys, arguments, message):

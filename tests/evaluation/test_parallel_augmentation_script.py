@@ -48,7 +48,7 @@ def test_a_failing_process_fails_the_script_and_shows_its_log(tmp_path):
     failed = run_script(str(tmp_path / "out"), "0", "0 4", f"tiny={generator}", "--", *PHANTOM_DATA, *TINY_UNET,
                         *TINY_SAMPLING, "--unet-channels", "4", "8", "8", "8", "8", "8", "8")
     assert failed.returncode == 1
-    assert "2 processes failed" in failed.stderr and "needs image sides divisible by 64" in failed.stderr
+    assert "2 processes failed" in failed.stderr and "a U-Net with 7 levels shrinks --size 32 slices" in failed.stderr
     assert not (tmp_path / "out" / "augmentation.json").exists()
 
 

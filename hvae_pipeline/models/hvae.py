@@ -9,6 +9,7 @@ This module's path is recorded in saved pipelines (``model_index.json``): do not
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -187,10 +188,9 @@ class HVAEModel(ModelMixin, ConfigMixin):
         self.encoder = Encoder(image_channels + mask_channels, latent_channels, **encoder_kwargs)
         self.decoder = Decoder(latent_channels, image_channels + mask_channels, **encoder_kwargs)
         if learn_step_size:
-            initial = torch.logit(torch.tensor(step_size / max_step_size))
-            self.step_size_logit = nn.Parameter(torch.full(self.latent_shape, initial.item()))
+            self.step_size_logit = nn.Parameter(torch.full(self.latent_shape, _logit(step_size / max_step_size)))
         if learn_beta_zero:
-            self.beta_zero_logit = nn.Parameter(torch.logit(torch.tensor(beta_zero)))
+            self.beta_zero_logit = nn.Parameter(torch.tensor(_logit(beta_zero)))
         if image_likelihood == "gaussian":
             # Start at std 0.1: the scale of intensity noise in [0, 1] images; learnt from there.
             self.image_log_scale = nn.Parameter(torch.full((1, image_channels, 1, 1), -2.3))
@@ -464,6 +464,11 @@ class HVAEModel(ModelMixin, ConfigMixin):
             )
         stacked = torch.stack(log_weights)  # (n_samples, B)
         return torch.logsumexp(stacked, dim=0) - torch.log(torch.tensor(float(n_samples), dtype=stacked.dtype))
+
+
+def _logit(probability: float) -> float:
+    """``log(p / (1 - p))`` as a Python float: parameters built from it also work on the meta device."""
+    return math.log(probability / (1.0 - probability))
 
 
 def _check_config(

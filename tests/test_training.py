@@ -386,10 +386,12 @@ def test_model_card_refreshed_with_the_learnt_flow_and_held_out_results(tmp_path
     result = json.loads((results / "likelihood.json").read_text())["results"]["H"]
     command = ["--pipeline", str(out / "pipeline"), "--config", "phantom-tiny", "--log",
                str(out / "logs" / "metrics.csv"), *flow, *phantoms, f"training.output_dir={out}"]
-    assert refresh_model_card.main([*command, "--likelihood", str(results / "likelihood.json"), "--generator", "H"]) == 0
+    assert refresh_model_card.main([*command, "--likelihood", str(results / "likelihood.json"), "--generator", "H",
+                                    "--note", "Cost: 9x a VAE step."]) == 0
     card = (out / "pipeline" / "README.md").read_text()
     summary = HVAEPipeline.from_pretrained(out / "pipeline").model.flow_summary()
     assert f"median {summary['step_size_median']:.4g}" in card and "## Held-out evaluation" in card
+    assert "(`hvae-evaluate likelihood`). Cost: 9x a VAE step." in card
     assert f"| flow gain (ELBO on - off, paired) | {result['flow_gain_mean']:.1f} ± " in card
     assert f"| importance-sampled log p(x, m) | {result['log_likelihood_mean']:.1f} nats/slice (4 slices) |" in card
     capsys.readouterr()

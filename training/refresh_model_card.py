@@ -32,12 +32,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--log", type=Path, required=True, help="that run's logs/metrics.csv")
     parser.add_argument("--likelihood", type=Path, help="likelihood.json written by `hvae-evaluate likelihood`")
     parser.add_argument("--generator", help="this pipeline's generator name in --likelihood")
+    parser.add_argument("--note", default="", help="a sentence added to the evaluation (e.g. the comparison and cost)")
     parser.add_argument("overrides", nargs="*", help="the run's section.key=value overrides")
     args = parser.parse_args(argv)
     if not (args.pipeline / "model_index.json").is_file():
         parser.error(f"--pipeline {args.pipeline}: not a saved pipeline (no model_index.json)")
     if not args.log.is_file():
         parser.error(f"--log {args.log}: no such file (expected the run's logs/metrics.csv)")
+    if args.note and args.likelihood is None:
+        parser.error("--note goes with --likelihood (it is added to the held-out evaluation)")
     if (args.likelihood is None) != (args.generator is None):
         parser.error("--likelihood and --generator go together")
     try:
@@ -53,7 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = summary["settings"]
         evaluation = (f"Held-out slices: {summary['data']}. log p(x, m) importance-sampled with "
                       f"{settings['num_importance_samples']} samples per slice through the model's own flow; ELBOs "
-                      f"averaged over {settings.get('elbo_draws', 1)} draws per slice (`hvae-evaluate likelihood`).",
+                      f"averaged over {settings.get('elbo_draws', 1)} draws per slice (`hvae-evaluate likelihood`). "
+                      + args.note,
                       likelihood_rows(summary["results"][args.generator]))
     model = HVAEPipeline.from_pretrained(str(args.pipeline)).model
     if not isinstance(model, HVAEModel):

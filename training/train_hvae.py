@@ -71,8 +71,8 @@ class HVAERun(TrainingRun):
         """A saved HVAE/VAE's weights; a learnt flow absent from them (a fixed-step warm start) keeps its
         initialisation from the config."""
         missing, unexpected = model.load_state_dict(weights, strict=False)
-        flow_names = {name for name, parameter in model.named_parameters()
-                      if any(parameter is flow for flow in model.flow_parameters())}
+        flow_ids = {id(parameter) for parameter in model.flow_parameters()}
+        flow_names = {name for name, parameter in model.named_parameters() if id(parameter) in flow_ids}
         if unexpected or set(missing) - flow_names:
             raise RuntimeError(f"missing tensors {sorted(set(missing) - flow_names)}, unexpected tensors "
                                f"{sorted(unexpected)}")
@@ -94,12 +94,10 @@ class HVAERun(TrainingRun):
     def validation_terms(self, model, images, masks, generator) -> dict[str, float]:
         """The held-out ELBO and, for an HVAE, the flow's gain on it: the ELBO minus that of the same weights with
         the flow off (``n_leapfrog=0``), from the same draws of ``z_0``."""
-        state = generator.get_state()
-        elbo = model(images, masks, generator=generator).elbo
-        if getattr(model, "module", model).config.n_leapfrog == 0:
+        model = getattr(model, "module", model)  # unwrapped from DistributedDataParallel
+        elbo, flow_off = model.elbo_with_and_without_flow(images, masks, generator)
+        if model.config.n_leapfrog == 0:
             return {"val_elbo": elbo.mean().item()}
-        generator.set_state(state)
-        flow_off = model(images, masks, generator=generator, n_leapfrog=0).elbo
         return {"val_elbo": elbo.mean().item(), "val_flow_gain": (elbo - flow_off).mean().item()}
 
     def pipeline(self, model) -> HVAEPipeline:

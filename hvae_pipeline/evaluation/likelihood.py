@@ -95,14 +95,8 @@ def score_likelihood(model: HVAEModel, images: torch.Tensor, masks: torch.Tensor
 
     def elbos(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
         """(B, 2): the ELBO with the flow on and off, each averaged over ``elbo_draws`` paired draws."""
-        draws = []
-        for _ in range(settings.elbo_draws):
-            state = generator.get_state()
-            with torch.no_grad():
-                flow_on = model(x, m, generator=generator).elbo
-                generator.set_state(state)  # the same z_0 for the flow-off bound
-                flow_off = model(x, m, generator=generator, n_leapfrog=0).elbo if has_flow else flow_on
-            draws.append(torch.stack([flow_on, flow_off], dim=1))
+        draws = [torch.stack(model.elbo_with_and_without_flow(x, m, generator), dim=1)
+                 for _ in range(settings.elbo_draws)]
         return torch.stack(draws).mean(0)
 
     elbo, elbo_flow_off = _batched(elbos, images, masks, settings.batch_size, progress, "ELBO").unbind(1)

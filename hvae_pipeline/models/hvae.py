@@ -425,6 +425,25 @@ class HVAEModel(ModelMixin, ConfigMixin):
         return output if return_dict else output.to_tuple()
 
     @torch.no_grad()
+    def elbo_with_and_without_flow(
+        self, images: torch.Tensor, masks: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-pair ELBO with the flow and with it off (``n_leapfrog=0``: the VAE bound of the same weights), from the
+        same draw of ``z_0``: their difference is what the flow adds. Without a flow the two are the same tensor.
+
+        Args:
+            images: ``(B, image_channels, H, W)`` floats in ``[0, 1]``.
+            masks: ``(B, H, W)`` or ``(B, 1, H, W)`` binary masks or class ids.
+            generator: Random generator of the draws; rewound between the two bounds so that they share ``z_0``.
+        """
+        state = generator.get_state()
+        flow_on = self(images, masks, generator=generator).elbo
+        if self.config.n_leapfrog == 0:
+            return flow_on, flow_on
+        generator.set_state(state)
+        return flow_on, self(images, masks, generator=generator, n_leapfrog=0).elbo
+
+    @torch.no_grad()
     def estimate_log_likelihood(
         self,
         images: torch.Tensor,

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from model_helpers import random_pairs
 
 from hvae_pipeline import HVAEModel
-from hvae_pipeline.checkpointing import choose_chunk_size
+from hvae_pipeline.models.flow_checkpointing import choose_chunk_size
 
 STEP_SIZE = 0.05  # large enough for the flow to move z measurably in a tiny float64 model
 BETA_ZERO = 0.3

@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hvae_pipeline.hamiltonian import (
+from hvae_pipeline.models.hamiltonian import (
     hamiltonian_flow,
     leapfrog_step,
     potential_and_gradient,

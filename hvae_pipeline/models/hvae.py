@@ -2,7 +2,7 @@
 
 Image and mask are channels of one input (the mask one-hot encoded when multi-class), seen by one encoder and produced
 by one decoder, as in Kebaili et al. (arXiv 2311.10472). The posterior sample is refined by a tempered Hamiltonian flow
-(:mod:`hvae_pipeline.hamiltonian`). ``n_leapfrog=0, beta_zero=1`` is the ordinary VAE, with the same interface.
+(:mod:`hvae_pipeline.models.hamiltonian`). ``n_leapfrog=0, beta_zero=1`` is the ordinary VAE, with the same interface.
 
 This module's path is recorded in saved pipelines (``model_index.json``): do not move the class.
 """
@@ -21,15 +21,15 @@ from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from ..checkpointing import checkpointed_potential_and_gradient, choose_chunk_size
-from ..hamiltonian import (
+from .flow_checkpointing import checkpointed_potential_and_gradient, choose_chunk_size
+from .hamiltonian import (
     FlowOutput,
     diagonal_gaussian_log_density,
     hamiltonian_flow,
     quadratic_temperature_schedule,
     standard_normal_log_density,
 )
-from ..likelihoods import bernoulli_log_likelihood, categorical_log_likelihood, gaussian_log_likelihood
+from .likelihoods import bernoulli_log_likelihood, categorical_log_likelihood, gaussian_log_likelihood
 from ..validation import pair_to_channels
 from .blocks import Decoder, Encoder
 
@@ -329,7 +329,7 @@ class HVAEModel(ModelMixin, ConfigMixin):
     @property
     def flow_checkpoint_chunk_size(self) -> int | str | None:
         """Samples per recomputed chunk of each flow evaluation under gradient checkpointing: ``"auto"`` (default:
-        chosen from the device and its free memory by :func:`~hvae_pipeline.checkpointing.choose_chunk_size`: 4 on
+        chosen from the device and its free memory by :func:`~hvae_pipeline.models.flow_checkpointing.choose_chunk_size`: 4 on
         CPU, the whole batch on a GPU where it fits), a number, or ``None`` (the whole batch). Smaller chunks lower the
         peak memory of the exact HVAE; gradients are unchanged."""
         return self._flow_checkpoint_chunk_size
@@ -373,7 +373,7 @@ class HVAEModel(ModelMixin, ConfigMixin):
         self, potential_fn: Callable[..., Any], z: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
         """The flow's ``checkpoint_fn``: one evaluation of ``U`` and ``grad U`` that keeps no graph, recomputed in
-        backward in chunks of ``flow_checkpoint_chunk_size`` samples (see :mod:`hvae_pipeline.checkpointing`)."""
+        backward in chunks of ``flow_checkpoint_chunk_size`` samples (see :mod:`hvae_pipeline.models.flow_checkpointing`)."""
         parameters = [parameter for parameter in self.parameters() if parameter.requires_grad]
         return checkpointed_potential_and_gradient(potential_fn, z, parameters, self._resolved_chunk_size(z))
 

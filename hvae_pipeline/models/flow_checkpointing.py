@@ -109,7 +109,7 @@ def checkpointed_potential_and_gradient(
     parameters: Sequence[torch.Tensor],
     chunk_size: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
-    """``(U(z), grad U(z), aux)`` as :func:`hvae_pipeline.hamiltonian.potential_and_gradient` with ``create_graph=True``
+    """``(U(z), grad U(z), aux)`` as :func:`hvae_pipeline.models.hamiltonian.potential_and_gradient` with ``create_graph=True``
     computes them, with the same gradients, but without keeping any graph between forward and backward.
 
     Args:

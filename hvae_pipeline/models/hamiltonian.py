@@ -27,7 +27,7 @@ PotentialFn = Callable[[torch.Tensor], tuple[torch.Tensor, Any]]
 
 # A memory-saving replacement of ``potential_and_gradient(potential_fn, z, create_graph=True)``: ``(potential_fn, z) ->
 # (U, grad U, aux)`` with the same values and gradients that keeps no graph between forward and backward, such as
-# :func:`hvae_pipeline.checkpointing.checkpointed_potential_and_gradient` (gradient checkpointing of the exact flow).
+# :func:`hvae_pipeline.models.flow_checkpointing.checkpointed_potential_and_gradient` (gradient checkpointing of the exact flow).
 CheckpointFn = Callable[[PotentialFn, torch.Tensor], tuple[torch.Tensor, torch.Tensor, Any]]
 
 

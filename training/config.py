@@ -40,6 +40,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "image_glob": None,
         "label_glob": None,
         "mask_glob": None,
+        "channels": None,  # pairs: picture channels to keep, e.g. [1] (None: all); one data.modalities name each
         "modalities": ["flair"],
         "label": "whole_tumor",
         "patients": None,  # training patients (None: all)
@@ -205,6 +206,8 @@ DATA_RULES: dict[str, Rule] = {
     "image_glob": _or_null(_TEXT),
     "label_glob": _or_null(_TEXT),
     "mask_glob": _or_null(_TEXT),
+    "channels": _or_null(Rule("a non-empty list of channel numbers >= 0, e.g. [1]", lambda v: isinstance(v, list)
+                              and bool(v) and all(_is_integer(c) and c >= 0 for c in v))),
     "modalities": _names(allow_null=False),
     "label": _TEXT,
     "patients": _names(allow_null=True),
@@ -240,6 +243,9 @@ def validate_data(data: dict[str, Any]) -> dict[str, Any]:
     checked = validate_section("data", data, DATA_RULES)
     if checked["kind"] != "phantom" and checked["root"] is None:
         raise ConfigError(f"data.root=None: data.kind={checked['kind']!r} reads a folder; set data.root")
+    if checked["kind"] == "pairs" and not (checked["image_glob"] and checked["mask_glob"]):
+        raise ConfigError("data.kind='pairs' needs data.image_glob and data.mask_glob, e.g. "
+                          "'{case}/{case}_{index}.tif' and '{case}/{case}_{index}_mask.tif'")
     return checked
 
 
@@ -263,7 +269,12 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     keys = path.lstrip("-").split(".")
     if len(keys) != 2:
         raise ConfigError(f"override {text!r}: the key must be section.key (section one of {sorted(DEFAULTS)})")
-    return keys, _load_yaml(raw)
+    try:
+        return keys, _load_yaml(raw)
+    except yaml.YAMLError as error:  # e.g. an unquoted pattern: YAML reads "{case}/..." as the start of a mapping
+        problem = str(error).splitlines()[0]
+        raise ConfigError(f"override {text!r}: the value is not valid YAML ({problem}); quote text that starts with "
+                          f"{{ or [, e.g. {path}=\"{{case}}/{{case}}_{{index}}.png\"") from None
 
 
 def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> dict[str, dict[str, Any]]:

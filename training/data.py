@@ -14,7 +14,27 @@ DATA_KINDS = ("brats", "hecktor", "pairs", "phantom", "disk")
 
 
 def load_slice_dataset(data: dict[str, Any], patients: Sequence[str] | None) -> Dataset:
-    """Load the slices of ``patients`` (``None``: every patient) as described by a config's ``data`` section."""
+    """Load the slices of ``patients`` (``None``: every patient) as described by a config's ``data`` section.
+
+    For ``kind: pairs`` the patients are the values of the patterns' ``{case}`` field, ``data.channels`` picks the
+    picture channels and masks are binarised (any non-zero value is tumour), as ``hvae-data prepare pairs`` does.
+
+    Raises:
+        ValueError: the slices' channel count differs from the number of ``data.modalities`` (which name the
+            channels and set the model's ``image_channels``).
+    """
+    dataset = _load(data, patients)
+    channels = dataset.features["image"].shape[0]
+    if channels != len(data["modalities"]):
+        raise ValueError(
+            f"data.modalities={data['modalities']!r} names {len(data['modalities'])} image channel(s) but the "
+            f"{data['kind']} slices have {channels}: name one modality per channel"
+            + (", or keep fewer picture channels with data.channels (e.g. [1])" if data["kind"] == "pairs" else "")
+        )
+    return dataset
+
+
+def _load(data: dict[str, Any], patients: Sequence[str] | None) -> Dataset:
     kind = data["kind"]
     if kind not in DATA_KINDS:
         raise ValueError(f"data.kind={kind!r}: expected one of {DATA_KINDS}")
@@ -31,7 +51,8 @@ def load_slice_dataset(data: dict[str, Any], patients: Sequence[str] | None) -> 
         return load_hecktor_slices(data["root"], modalities=data["modalities"], label=data["label"],
                                    depth=data["depth"], **common)
     if kind == "pairs":
-        return load_pair_slices(data["root"], data["image_glob"], data["mask_glob"], **common)
+        return load_pair_slices(data["root"], data["image_glob"], data["mask_glob"], channels=data["channels"],
+                                **common)
     dataset = load_from_disk(data["root"])
     if patients is not None:
         wanted = set(patients)

@@ -7,6 +7,13 @@ Downstream augmentation (paper protocol: U-Net, Dice loss, RMSprop 1e-4, batch 3
         --image-glob "images/{case}_Tumor.nii.gz" --label-glob "labels/{case}_Seg.nii.gz" \\
         --train-patients BRATS_001 BRATS_002 ... --test-patients BRATS_036 BRATS_050 ... --out results/brats
 
+The same on a folder of 2D image/mask files (PNG, TIF...; patients are the patterns' ``{case}`` field, masks are
+binarised, ``--channels`` picks channels of RGB pictures)::
+
+    hvae-evaluate augmentation --generator HVAE=runs/pairs-128/pipeline --data pairs --root my_slices \\
+        --image-glob "{case}/{case}_{index}.tif" --mask-glob "{case}/{case}_{index}_mask.tif" --channels 1 \\
+        --train-patients case_01 case_02 ... --test-patients case_09 case_10 ... --out results/my_slices
+
 Image quality (PSNR/SSIM/FID/MS-SSIM/JSD)::
 
     hvae-evaluate image-quality --generator HVAE=... --data brats ... --test-patients ... --out results/brats
@@ -34,11 +41,19 @@ PROGRAM = "hvae-evaluate"
 
 def _add_data_arguments(parser: argparse.ArgumentParser, train_required: bool) -> None:
     group = parser.add_argument_group("real data")
-    group.add_argument("--data", choices=("brats", "hecktor", "phantom"), required=True,
-                       help="kind of real data (phantom: SYNTHETIC ellipse slices, for tests)")
-    group.add_argument("--root", default=None, help="dataset folder (brats, hecktor)")
-    group.add_argument("--image-glob", default=None, help='BraTS image pattern, e.g. "images/{case}_Tumor.nii.gz"')
+    group.add_argument("--data", choices=("brats", "hecktor", "pairs", "phantom"), required=True,
+                       help="kind of real data (pairs: a folder of 2D image/mask files, PNG, TIF...; "
+                            "phantom: SYNTHETIC ellipse slices, for tests)")
+    group.add_argument("--root", default=None, help="dataset folder (brats, hecktor, pairs)")
+    group.add_argument("--image-glob", default=None,
+                       help='image pattern with a {case} field (the patient id): BraTS, e.g. '
+                            '"images/{case}_Tumor.nii.gz", or pairs (required), e.g. "{case}/{case}_{index}.tif"')
     group.add_argument("--label-glob", default=None, help='BraTS label pattern, e.g. "labels/{case}_Seg.nii.gz"')
+    group.add_argument("--mask-glob", default=None,
+                       help='pairs: mask pattern with the image pattern\'s fields, e.g. "{case}/{case}_{index}_mask.tif" '
+                            "(required; any non-zero value is tumour)")
+    group.add_argument("--channels", type=int, nargs="+", default=None,
+                       help="pairs: picture channels to keep, e.g. 1 for the green channel of RGB files (default: all)")
     group.add_argument("--modalities", nargs="+", default=None, help="image channels (default: flair / pt)")
     group.add_argument("--label", default=None, help="target label (default: whole_tumor / gtvp)")
     group.add_argument("--train-patients", nargs="+", default=[], required=train_required,
@@ -189,7 +204,8 @@ def _run(args: argparse.Namespace) -> int:
     generators = [parse_generator(text) for text in args.generator]
     spec = RealDataSpec(
         kind=args.data, train_patients=tuple(args.train_patients), test_patients=tuple(args.test_patients),
-        root=args.root, image_glob=args.image_glob, label_glob=args.label_glob,
+        root=args.root, image_glob=args.image_glob, label_glob=args.label_glob, mask_glob=args.mask_glob,
+        channels=tuple(args.channels) if args.channels is not None else None,
         modalities=tuple(args.modalities) if args.modalities else None, label=args.label, size=args.size,
         depth=args.depth, min_tumour_area=args.min_tumour_area, num_phantom_slices=args.num_phantom_slices,
         note=args.note,

@@ -9,12 +9,13 @@ import numpy as np
 import torch
 from datasets import Dataset
 
-from ..data import load_brats_slices, load_hecktor_slices, make_phantom_slices
+from ..data import load_brats_slices, load_hecktor_slices, load_pair_slices, make_phantom_slices
 
-DATA_KINDS = ("brats", "hecktor", "phantom")
+DATA_KINDS = ("brats", "hecktor", "pairs", "phantom")
 # Modality and label of each kind when none is given: FLAIR whole tumour (BraTS), PET primary tumour (HECKTOR).
 DEFAULT_MODALITIES = {"brats": ("flair",), "hecktor": ("pt",), "phantom": ("phantom",)}
 DEFAULT_LABELS = {"brats": "whole_tumor", "hecktor": "gtvp", "phantom": "tumour"}
+PAIR_ONLY_FIELDS = ("mask_glob", "channels")
 
 
 @dataclass(frozen=True)
@@ -22,14 +23,21 @@ class RealDataSpec:
     """Where the real slices come from and which patients play which part.
 
     Args:
-        kind: ``"brats"``, ``"hecktor"`` or ``"phantom"`` (SYNTHETIC ellipse phantoms, for tests).
-        train_patients: patient ids whose slices train the segmenter (empty when only test slices are needed).
+        kind: ``"brats"``, ``"hecktor"``, ``"pairs"`` (a folder of 2D image/mask files, see
+            :func:`~hvae_pipeline.data.load_pair_slices`) or ``"phantom"`` (SYNTHETIC ellipse phantoms, for tests).
+        train_patients: patient ids whose slices train the segmenter (empty when only test slices are needed); for
+            ``pairs`` the values of the patterns' ``{case}`` field.
         test_patients: held-out patient ids the segmenter and the generators are scored on.
-        root: dataset folder (``brats``/``hecktor``).
-        image_glob: BraTS image pattern with a ``{case}`` field, e.g. ``"images/{case}_Tumor.nii.gz"``.
+        root: dataset folder (``brats``/``hecktor``/``pairs``).
+        image_glob: image pattern with a ``{case}`` field: BraTS (optional), e.g. ``"images/{case}_Tumor.nii.gz"``,
+            or pairs (required), e.g. ``"{case}/{case}_{index}.tif"``.
         label_glob: BraTS label pattern with a ``{case}`` field.
-        modalities: image channels, in order (default: FLAIR for BraTS, PET for HECKTOR).
-        label: target (default: whole tumour for BraTS, primary tumour GTVp for HECKTOR).
+        mask_glob: pairs mask pattern with the image pattern's fields, e.g. ``"{case}/{case}_{index}_mask.tif"``;
+            every non-zero mask value is tumour (as ``hvae-data prepare pairs``).
+        channels: pairs: picture channels to keep, in order, e.g. ``(1,)`` for the green channel of an RGB file
+            (default: all of them).
+        modalities: image channels, in order (default: FLAIR for BraTS, PET for HECKTOR; not for pairs).
+        label: target (default: whole tumour for BraTS, primary tumour GTVp for HECKTOR; not for pairs).
         size: slice side in pixels after resampling (must match the generators' ``sample_size``).
         depth: axial slices per resampled volume (paper: 64).
         min_tumour_area: keep slices with at least this many tumour pixels (1: every slice with tumour, as the paper).
@@ -43,6 +51,8 @@ class RealDataSpec:
     root: str | None = None
     image_glob: str | None = None
     label_glob: str | None = None
+    mask_glob: str | None = None
+    channels: tuple[int, ...] | None = None
     modalities: tuple[str, ...] | None = None
     label: str | None = None
     size: int = 128
@@ -56,6 +66,7 @@ class RealDataSpec:
             raise ValueError(f"data kind {self.kind!r}: expected one of {DATA_KINDS}")
         if self.kind != "phantom" and not self.root:
             raise ValueError(f"data kind {self.kind!r} needs a root folder (--root)")
+        self._check_pair_options()
         if not self.test_patients:
             raise ValueError("no test patients given (--test-patients): the scores need held-out patients")
         for name, patients in (("train", self.train_patients), ("test", self.test_patients)):
@@ -74,13 +85,35 @@ class RealDataSpec:
                 f"{self.depth}, {self.min_tumour_area}, {self.num_phantom_slices}"
             )
 
+    def _check_pair_options(self) -> None:
+        """Refuse a pairs spec without its patterns, and pair-only or volume-only options given to the other kind."""
+        if self.kind == "pairs":
+            if not (self.image_glob and self.mask_glob):
+                raise ValueError("data kind 'pairs' needs --image-glob and --mask-glob, e.g. "
+                                 "'{case}/{case}_{index}.tif' and '{case}/{case}_{index}_mask.tif'")
+            volume_only = [option for option, value in (("--label-glob", self.label_glob),
+                                                        ("--modalities", self.modalities), ("--label", self.label))
+                           if value is not None]
+            if volume_only:
+                raise ValueError(f"{', '.join(volume_only)}: not used by data kind 'pairs' (its masks are binary; "
+                                 "pick picture channels with --channels)")
+            if self.channels is not None and (not self.channels or min(self.channels) < 0):
+                raise ValueError(f"--channels must be channel numbers >= 0, got {list(self.channels)}")
+        elif self.mask_glob is not None or self.channels is not None:
+            raise ValueError(f"--mask-glob and --channels apply to data kind 'pairs' only, not {self.kind!r}")
+
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready description (lists instead of tuples), stored with every result."""
         return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
 
     def identity(self) -> dict[str, Any]:
-        """What defines the slices (everything but the free-text note): results of different identities never mix."""
-        return {key: value for key, value in self.as_dict().items() if key != "note"}
+        """What defines the slices (everything but the free-text note): results of different identities never mix.
+
+        The pair-only fields (``mask_glob``, ``channels``) enter the identity of ``pairs`` data only: the other kinds
+        never set them, and records written before they existed keep matching.
+        """
+        left_out = {"note"} if self.kind == "pairs" else {"note", *PAIR_ONLY_FIELDS}
+        return {key: value for key, value in self.as_dict().items() if key not in left_out}
 
 
 @dataclass(frozen=True)
@@ -98,6 +131,9 @@ class RealSplit:
 
 
 def _load(spec: RealDataSpec, patients: Sequence[str]) -> Dataset:
+    if spec.kind == "pairs":  # masks binarised (any non-zero value is tumour), as `hvae-data prepare pairs` does
+        return load_pair_slices(spec.root, spec.image_glob, spec.mask_glob, channels=spec.channels, size=spec.size,
+                                patients=list(patients), min_tumour_area=spec.min_tumour_area)
     modalities = list(spec.modalities or DEFAULT_MODALITIES[spec.kind])
     label = spec.label or DEFAULT_LABELS[spec.kind]
     common = dict(size=spec.size, depth=spec.depth, patients=list(patients), min_tumour_area=spec.min_tumour_area)

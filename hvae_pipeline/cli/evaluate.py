@@ -1,6 +1,7 @@
 """``hvae-evaluate``: compare generators by downstream segmentation (augmentation), image quality and likelihood.
 
-Downstream augmentation (paper protocol: U-Net, Dice loss, RMSprop 1e-4, batch 32, 40 epochs, 5 seeds)::
+Downstream augmentation (U-Net trained with the same number of updates on real slices plus N synthetic pairs, 5 seeds;
+``--protocol paper`` for the paper's Dice loss, RMSprop 1e-4, 40 epochs)::
 
     hvae-evaluate augmentation --generator HVAE=runs/cpu-128/pipeline --generator VAE=runs/vae/pipeline \\
         --data brats --root ../shared/data/brats-msd-flair \\
@@ -33,6 +34,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from ..evaluation.segmentation import UNET_PROTOCOLS
 from ..pipeline import PRIORS
 from ..validation import MAX_SEED
 
@@ -100,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "score DSC on the test patients. Writes OUT/augmentation.{json,md,png}.")
     _add_common_arguments(augmentation)
     _add_data_arguments(augmentation, train_required=True)
-    grid = augmentation.add_argument_group("experiment grid and U-Net (defaults: the paper's protocol)")
+    grid = augmentation.add_argument_group("experiment grid and U-Net")
     grid.add_argument("--counts", type=int, nargs="+", default=[0, 100, 300, 500, 1000, 2000],
                       help="numbers N of synthetic pairs added (0 100 300 500 1000 2000)")
     seeds = grid.add_mutually_exclusive_group()
@@ -108,14 +110,26 @@ def build_parser() -> argparse.ArgumentParser:
     seeds.add_argument("--seeds", type=int, nargs="+", default=None,
                        help="these seeds instead of 0 .. R-1, e.g. to split a grid over processes sharing --out")
     grid.add_argument("--equal-update-control", type=int, nargs="+", default=[], metavar="N",
-                      help="also train real-only U-Nets for as many updates as with N synthetic pairs, for these N "
-                           "(separates what pairs add from the longer training; runs with N = 0 in --counts)")
-    grid.add_argument("--epochs", type=int, default=40, help="U-Net epochs (40)")
-    grid.add_argument("--batch-size", type=int, default=32, help="U-Net batch size (32)")
-    grid.add_argument("--learning-rate", type=float, default=1e-4, help="RMSprop learning rate (1e-4)")
-    grid.add_argument("--unet-channels", type=int, nargs="+", default=[16, 32, 64, 128, 256],
+                      help="--protocol paper only: also train real-only U-Nets for as many updates as with N "
+                           "synthetic pairs, for these N (separates what pairs add from the longer training; runs "
+                           "with N = 0 in --counts)")
+    grid.add_argument("--protocol", choices=UNET_PROTOCOLS, default="converged",
+                      help="U-Net recipe: converged (default: 1x1 output head, Dice + BCE, Adam 1e-3, the same "
+                           "number of updates for every run) or paper (Dice, RMSprop 1e-4, 40 epochs); the options "
+                           "below override single settings")
+    budget = grid.add_mutually_exclusive_group()
+    budget.add_argument("--updates", type=int, default=None,
+                        help="optimiser updates of every U-Net whatever N (converged: 180; paper: none, it trains "
+                             "epochs)")
+    budget.add_argument("--epochs", type=int, default=None,
+                        help="train this many passes over real + synthetic slices instead of a fixed number of "
+                             "updates (paper: 40)")
+    grid.add_argument("--batch-size", type=int, default=None, help="U-Net batch size (32)")
+    grid.add_argument("--learning-rate", type=float, default=None,
+                      help="U-Net learning rate (converged: Adam 1e-3; paper: RMSprop 1e-4)")
+    grid.add_argument("--unet-channels", type=int, nargs="+", default=None,
                       help="U-Net channels per level (16 32 64 128 256)")
-    grid.add_argument("--unet-res-units", type=int, default=2, help="residual units per U-Net block (2)")
+    grid.add_argument("--unet-res-units", type=int, default=None, help="residual units per U-Net block (2)")
     grid.add_argument("--device", default="cpu", help="device the U-Nets train on, e.g. cuda (cpu)")
 
     quality = commands.add_parser(
@@ -234,8 +248,10 @@ def _run(args: argparse.Namespace) -> int:
         if min(seeds) < 0:
             raise ValueError(f"--seeds must be >= 0, got {list(seeds)}")
         grid = AugmentationGrid(tuple(generators), tuple(args.counts), seeds, tuple(args.equal_update_control))
-        unet = UNetSettings(tuple(args.unet_channels), args.unet_res_units, args.epochs, args.batch_size,
-                            args.learning_rate)
+        unet = UNetSettings.for_protocol(
+            args.protocol, channels=tuple(args.unet_channels) if args.unet_channels else None,
+            num_res_units=args.unet_res_units, epochs=args.epochs, batch_size=args.batch_size,
+            learning_rate=args.learning_rate, updates=args.updates)
         real = load_real_split(spec)
         print(f"Real data: {real.description}")
         outcome = run_augmentation(real, spec, grid, args.out, unet, sampling, progress, args.device)

@@ -5,9 +5,11 @@ slices plus the first N synthetic pairs of that (generator, seed) and scored on 
 (real slices only) does not depend on the generator: it runs once per seed, as ``real-only``, and is the N = 0
 point of every generator.
 
-The paper's protocol trains a fixed number of epochs, so adding N pairs also adds optimiser updates. The optional
-equal-update control separates the two: for each chosen N, real-only runs trained for as many updates as a run with
-N pairs (``real-only-equal-updates``, epochs from :func:`equal_update_epochs`).
+The default U-Net protocol gives every run the same number of optimiser updates, so a generator's gain over real-only
+at the same seed is what its pairs add. The paper's protocol trains a fixed number of epochs, so adding N pairs also
+adds updates; its optional equal-update control separates the two: for each chosen N, real-only runs trained for as
+many updates as a run with N pairs (``real-only-equal-updates``, epochs from :func:`equal_update_epochs`). Either way
+the summary states each generator's paired gain (by seed) over its like-for-like baseline with a 95 % interval.
 
 Finished runs are stored as records (:mod:`.records`) and skipped when the experiment is run again; the summary is
 rebuilt from the records of the current grid.
@@ -172,6 +174,11 @@ def run_augmentation(
     """
     if len(real.train_images) == 0:
         raise ValueError("the augmentation experiment needs train patients (--train-patients)")
+    if unet.fixed_updates and grid.equal_update_counts:
+        raise ValueError(
+            f"--equal-update-control {list(grid.equal_update_counts)}: with a fixed number of U-Net updates "
+            f"({unet.updates}) every run already has the same updates, so there is nothing to control; the control "
+            "is for the epoch-based paper protocol (--protocol paper)")
     check_image_side(unet, *real.train_images.shape[-2:])
     for generator in grid.generators:
         check_image_shape(generator, real.train_images.shape[1:])
@@ -229,6 +236,7 @@ def _train_and_score(run: PlannedRun, real: RealSplit, unet: UNetSettings, sourc
         **({"equal_updates_as_num_synthetic": run.count} if run.generator == EQUAL_UPDATES else {}),
         "seed": run.seed,
         "epochs": unet.epochs,
+        "updates": unet.updates_for(len(images)),
         "dice_mean": float(dice.mean()),
         "dice_per_slice": dice.round(6).tolist(),
         "num_real_train_slices": len(real.train_images),
@@ -242,7 +250,8 @@ def _train_and_score(run: PlannedRun, real: RealSplit, unet: UNetSettings, sourc
 
 def summarise(grid: AugmentationGrid, records: dict[str, dict[str, Any]], data_description: str,
               unet: UNetSettings, sampling: SamplingSettings) -> dict[str, Any]:
-    """Summary of the grid's records: per generator and N, DSC mean and sample standard deviation over seeds.
+    """Summary of the grid's records: per generator and N, DSC mean, sample standard deviation and 95 % interval of
+    the mean over seeds; per generator and N > 0, the paired gain (:func:`paired_gains`).
 
     The N = 0 entry of every generator is the real-only runs. ``std`` uses ``ddof=1`` (``None`` with one seed).
     The equal-update control, when planned, is ``equal_update_control``: per N, the same statistics plus the epochs.
@@ -251,7 +260,9 @@ def summarise(grid: AugmentationGrid, records: dict[str, dict[str, Any]], data_d
         per_seed = {str(run.seed): records[run.key]["dice_mean"] for run in run_list}
         values = np.array(list(per_seed.values()), dtype=float)
         std = float(values.std(ddof=1)) if len(values) > 1 else None
-        return {"mean": float(values.mean()), "std": std, "num_runs": len(values), "per_seed": per_seed}
+        interval = interval95(values.tolist())
+        return {"mean": float(values.mean()), "std": std, "low": interval["low"], "high": interval["high"],
+                "num_runs": len(values), "per_seed": per_seed}
 
     generator_names = [g.name for g in grid.generators] or [REAL_ONLY]
     results: dict[str, Any] = {}
@@ -266,6 +277,7 @@ def summarise(grid: AugmentationGrid, records: dict[str, dict[str, Any]], data_d
         runs = [PlannedRun(EQUAL_UPDATES, count, seed) for seed in grid.seeds]
         control[str(count)] = {**statistics(runs), "epochs": records[runs[0].key]["epochs"]}
     seconds = [record["train_seconds"] for record in records.values()]
+    gains = paired_gains(grid, records, unet)
     return {
         "experiment": "downstream augmentation: U-Net DSC on held-out patients vs number of synthetic pairs",
         "data": data_description,
@@ -277,8 +289,54 @@ def summarise(grid: AugmentationGrid, records: dict[str, dict[str, Any]], data_d
         "nested_subsets": "the N pairs of a (generator, seed) are the first N of one draw: smaller N are subsets",
         "dice": results,
         **({"equal_update_control": control} if control else {}),
+        **({"paired_gain": gains} if gains else {}),
         "total_train_seconds": round(float(sum(seconds)), 1),
     }
+
+
+def interval95(values: list[float]) -> dict[str, Any]:
+    """Mean and two-sided 95 % Student-t interval of the mean of ``values`` (bounds ``None`` for one value)."""
+    from scipy import stats
+
+    array = np.asarray(values, dtype=float)
+    mean = float(array.mean())
+    if len(array) < 2:
+        return {"mean": mean, "low": None, "high": None, "num_seeds": len(array)}
+    half_width = float(stats.t.ppf(0.975, len(array) - 1) * array.std(ddof=1) / math.sqrt(len(array)))
+    return {"mean": mean, "low": mean - half_width, "high": mean + half_width, "num_seeds": len(array)}
+
+
+def paired_gains(grid: AugmentationGrid, records: dict[str, dict[str, Any]],
+                 unet: UNetSettings) -> dict[str, dict[str, Any]]:
+    """Per generator and N > 0: DSC gain over the like-for-like baseline, paired by seed, with a 95 % interval.
+
+    The baseline is the real-only run of the same seed when every run has the same number of updates (fixed-update
+    protocol), else the equal-update control at that N when it was run. With the paper's epoch-based protocol and no
+    control there is no like-for-like baseline, and the gain is reported against real-only as ``"raw"`` (it includes
+    the extra updates).
+    """
+    if 0 not in grid.counts:
+        return {}
+    control_counts = set(grid.planned_equal_update_counts)
+    gains: dict[str, dict[str, Any]] = {}
+    for generator in grid.generators:
+        by_count = {}
+        for count in (n for n in grid.sorted_counts if n > 0):
+            if unet.fixed_updates:
+                baseline, name = REAL_ONLY, "real-only (same updates)"
+            elif count in control_counts:
+                baseline, name = EQUAL_UPDATES, "real-only with equal updates"
+            else:
+                baseline, name = REAL_ONLY, "real-only (raw: fewer updates)"
+            differences = {
+                str(seed): records[PlannedRun(generator.name, count, seed).key]["dice_mean"]
+                - records[PlannedRun(baseline, 0 if baseline == REAL_ONLY else count, seed).key]["dice_mean"]
+                for seed in grid.seeds
+            }
+            by_count[str(count)] = {**interval95(list(differences.values())), "baseline": name,
+                                    "per_seed": differences}
+        gains[generator.name] = by_count
+    return gains
 
 
 def write_augmentation_reports(summary: dict[str, Any], out_dir: Path) -> dict[str, Path]:

@@ -7,6 +7,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 NOT_AVAILABLE = "–"
 NOT_COMPUTED = "not computed (see below)"
 
@@ -39,14 +41,43 @@ def augmentation_markdown(summary: dict[str, Any]) -> str:
         f"Mean ± sample standard deviation (ddof 1) over {len(summary['seeds'])} seed(s) {summary['seeds']}; "
         "per run, the DSC is the mean over the test slices (prediction thresholded at "
         f"{unet['prediction_threshold']}). N = 0 is the same real-only runs for every generator.",
-        f"U-Net: MONAI UNet channels {unet['channels']}, {unet['num_res_units']} residual units, Dice loss, "
-        f"RMSprop lr {unet['learning_rate']}, batch {unet['batch_size']}, {unet['epochs']} epochs over real + "
-        f"synthetic slices. Synthetic pairs: {_LATENT_SOURCES[sampling.get('prior', 'auto')]}, mask threshold "
+        f"U-Net: {_unet_description(unet)}. Synthetic pairs: {_LATENT_SOURCES[sampling.get('prior', 'auto')]}, mask threshold "
         f"{sampling['mask_threshold']}, kept when "
         f"the mask has >= {sampling['min_mask_area']} px{_decoded_on(sampling)}; {summary['nested_subsets']}. "
         f"Total U-Net training time {summary['total_train_seconds']} s.",
     ]
-    return "\n\n".join(sections + _equal_update_sections(summary)) + "\n"
+    return "\n\n".join(sections + _gain_sections(summary) + _equal_update_sections(summary)) + "\n"
+
+
+def _unet_description(unet: dict[str, Any]) -> str:
+    from .segmentation import UNetSettings
+
+    return UNetSettings(**{**unet, "channels": tuple(unet["channels"])}).describe()
+
+
+def interval_text(entry: dict[str, Any], scale: float = 100.0, digits: int = 1) -> str:
+    """``"+mean [low, high]"`` of a :func:`~.augmentation.interval95` entry (the mean alone without bounds)."""
+    text = f"{entry['mean'] * scale:+.{digits}f}"
+    if entry["low"] is None:
+        return text
+    return f"{text} [{entry['low'] * scale:+.{digits}f}, {entry['high'] * scale:+.{digits}f}]"
+
+
+def _gain_sections(summary: dict[str, Any]) -> list[str]:
+    """The paired-gain table (generator x N, points of DSC, 95 % interval over seeds), when there is one."""
+    gains = summary.get("paired_gain")
+    if not gains:
+        return []
+    counts = list(next(iter(gains.values())))
+    rows = [[name] + [interval_text(by_count[n]) for n in counts] for name, by_count in gains.items()]
+    baselines = sorted({entry["baseline"] for by_count in gains.values() for entry in by_count.values()})
+    return [
+        "## Gain over real-only, paired by seed",
+        _table(["generator \\ synthetic N", *counts], rows),
+        f"DSC points: mean over seeds of (generator run - baseline run of the same seed), with a two-sided 95 % "
+        f"Student-t interval over seeds; baseline: {', '.join(baselines)}. An interval that excludes 0 is a gain "
+        "(or loss) the seeds agree on.",
+    ]
 
 
 def _decoded_on(sampling: dict[str, Any]) -> str:
@@ -79,30 +110,54 @@ _LATENT_SOURCES = {
 }
 
 
+def _error_bars(by_count: dict[str, Any], counts: list[Any]) -> list[list[float]]:
+    """Lower and upper error-bar lengths (DSC points) of the 95 % intervals at each N (0 without an interval)."""
+    entries = [by_count[str(n)] for n in counts]
+    return [[100 * (e["mean"] - e["low"]) if e.get("low") is not None else 0.0 for e in entries],
+            [100 * (e["high"] - e["mean"]) if e.get("high") is not None else 0.0 for e in entries]]
+
+
 def plot_augmentation(summary: dict[str, Any], path: Path) -> None:
-    """PNG plot of DSC (%) vs N per generator, error bars = std over seeds; written atomically."""
+    """PNG plot, written atomically: DSC (%) vs N per generator with 95 % intervals of the mean over seeds; beside
+    it, when the summary has paired gains, each generator's gain over real-only with its 95 % interval."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: never open a window
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    gains = summary.get("paired_gain") or {}
+    figure, axes = plt.subplots(1, 2 if gains else 1, figsize=(11.5 if gains else 6.4, 4.2), dpi=120, squeeze=False)
+    axis = axes[0, 0]
     counts = summary["counts"]
     for name, by_count in summary["dice"].items():
         means = [100 * by_count[str(n)]["mean"] for n in counts]
-        stds = [100 * (by_count[str(n)]["std"] or 0.0) for n in counts]
-        axis.errorbar(counts, means, yerr=stds, marker="o", capsize=3, label=name)
+        axis.errorbar(counts, means, yerr=_error_bars(by_count, counts), marker="o", capsize=3, label=name)
     control = summary.get("equal_update_control", {})
     if control:
         control_counts = [int(n) for n in control]
         axis.errorbar(control_counts, [100 * control[str(n)]["mean"] for n in control_counts],
-                      yerr=[100 * (control[str(n)]["std"] or 0.0) for n in control_counts], color="black",
+                      yerr=_error_bars(control, control_counts), color="black",
                       linestyle="--", marker="s", capsize=3, label="real-only, equal updates")
     axis.set_xlabel("number of synthetic pairs N")
     axis.set_ylabel("test DSC (%)")
-    axis.set_title(f"U-Net DSC vs synthetic data ({len(summary['seeds'])} seeds)")
+    axis.set_title(f"U-Net DSC vs synthetic data ({len(summary['seeds'])} seeds, 95 % intervals)")
     axis.grid(alpha=0.3)
     axis.legend()
+    if gains:
+        gain_axis = axes[0, 1]
+        offsets = np.linspace(-0.15, 0.15, len(gains)) if len(gains) > 1 else [0.0]
+        for offset, (name, by_count) in zip(offsets, gains.items()):
+            positions = np.arange(len(by_count)) + offset
+            means = [100 * entry["mean"] for entry in by_count.values()]
+            gain_axis.errorbar(positions, means, yerr=_error_bars(by_count, list(by_count)), marker="o",
+                               linestyle="none", capsize=3, label=name)
+        gain_axis.axhline(0.0, color="black", linewidth=0.8)
+        gain_axis.set_xticks(range(len(next(iter(gains.values())))), list(next(iter(gains.values()))))
+        gain_axis.set_xlabel("number of synthetic pairs N")
+        gain_axis.set_ylabel("DSC gain over real-only (points)")
+        gain_axis.set_title("paired gain by seed, 95 % intervals")
+        gain_axis.grid(alpha=0.3)
+        gain_axis.legend()
     figure.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -50,7 +50,7 @@ def test_cached_pairs_are_reused_without_sampling(generator, tmp_path, monkeypat
 def test_unet_training_is_set_by_its_seed():
     images = torch.rand(12, 1, 16, 16, generator=torch.Generator().manual_seed(0))
     masks = (images[:, 0] > 0.5).to(torch.uint8)
-    settings = UNetSettings(channels=(4, 8), num_res_units=1, epochs=2, batch_size=4, learning_rate=1e-3)
+    settings = UNetSettings(channels=(4, 8), num_res_units=1, updates=6, batch_size=4)
     first, again, other = (train_segmenter(images, masks, settings, seed, progress=False) for seed in (1, 1, 2))
     weights = [dict(run.network.state_dict()) for run in (first, again, other)]
     assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])

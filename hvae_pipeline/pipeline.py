@@ -1,15 +1,24 @@
 """``HVAEPipeline``: paired (image, tumour mask) sampling from a trained generator, the diffusers way.
 
-The pipeline is written against a small generator interface so that the HVAE, its VAE baseline and the LSGAN baseline
-are sampled, saved and evaluated alike: ``model.latent_shape``, ``model.config`` (``image_channels``,
-``mask_channels``) and ``model.decode(z)`` returning ``images`` in ``[0, 1]`` and ``mask_logits``.
+The pipeline is written against a small generator interface (:class:`~hvae_pipeline.models.PairGenerator`) so that
+the HVAE, its VAE baseline and the LSGAN baseline are sampled, saved and evaluated alike: ``model.latent_shape``,
+``model.config`` (``image_channels``, ``mask_channels``, ``sample_size``) and ``model.decode(z)`` returning ``images``
+in ``[0, 1]`` and ``mask_logits``. Reconstruction also needs ``model.encode`` (:class:`PairAutoencoder`).
+
+A saved pipeline carries a small ``pipeline.py`` that names this class, and its ``model_index.json`` points to it,
+so that diffusers' generic loader finds the class in a fresh process:
+``DiffusionPipeline.from_pretrained(folder_or_repo, trust_remote_code=True)``.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import numbers
+import os
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
@@ -19,7 +28,9 @@ from diffusers import DiffusionPipeline, ModelMixin
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from .hub import raise_clear_hub_error
+from .hub import DEFAULT_COMMIT_MESSAGE, HubTarget, raise_clear_hub_error, upload_pipeline_folder
+from .model_card import CARD_FILE, own_model_card, pipeline_model_card, point_card_at
+from .models.generator import PairGenerator, check_pair_generator, require_encoder
 from .models.latent_prior import GaussianLatentPrior
 from .validation import as_class_ids, check_images, name_list
 from .weights_check import check_loaded_weights, non_finite_tensors
@@ -28,6 +39,20 @@ OUTPUT_TYPES = ("pil", "np", "pt")
 # "standard": N(0, I), the paper's protocol; "fitted": the pipeline's GaussianLatentPrior; "auto": fitted when the
 # pipeline has one, else standard.
 PRIORS = ("auto", "standard", "fitted")
+
+# diffusers' generic loader reads `"_class_name": [module, class]` in model_index.json as "the class `class` of the
+# file `module.py` beside the weights" (its custom-pipeline layout); the file only imports the installed package.
+GENERIC_LOADER_MODULE = "pipeline"
+GENERIC_LOADER_SOURCE = '''"""Lets diffusers' generic loader find this folder's pipeline class in the installed hvae-pipeline package:
+
+    DiffusionPipeline.from_pretrained(folder_or_repo_id, trust_remote_code=True)
+"""
+
+try:
+    from hvae_pipeline import HVAEPipeline  # noqa: F401
+except ImportError as error:
+    raise ImportError("this pipeline needs the hvae-pipeline package: `pip install hvae-pipeline`") from error
+'''
 
 
 @dataclass
@@ -65,25 +90,37 @@ class HVAEPipeline(DiffusionPipeline):
     r"""Pipeline for paired image + tumour-mask generation.
 
     Args:
-        model: An :class:`~hvae_pipeline.models.HVAEModel` (or another generator with ``latent_shape`` and
-            ``decode``, such as the LSGAN baseline).
+        model: A :class:`~hvae_pipeline.models.PairGenerator`: an :class:`~hvae_pipeline.models.HVAEModel` (its VAE
+            baseline included) or the :class:`~hvae_pipeline.models.LSGANModel` baseline, which has no encoder
+            (:meth:`reconstruct` then refuses).
         latent_prior: Optional :class:`~hvae_pipeline.models.GaussianLatentPrior` fitted to the model's aggregate
             posterior (``fit_latent_prior``); sampling uses it by default when present (see ``prior``).
+
+    Raises:
+        TypeError: ``model`` is not a pair generator.
+        ValueError: ``latent_prior`` is for latents of another shape.
     """
 
     model_cpu_offload_seq = "model"
     _optional_components = ["latent_prior"]
+    # A few kB to MB, used once per batch before the model: kept on the execution device under
+    # `enable_model_cpu_offload()` rather than moved to and fro (its `from_standard_normal` is no forward hook).
+    _exclude_from_cpu_offload = ["latent_prior"]
 
-    def __init__(self, model: Any, latent_prior: GaussianLatentPrior | None = None) -> None:
+    def __init__(self, model: PairGenerator, latent_prior: GaussianLatentPrior | None = None) -> None:
         super().__init__()
+        check_pair_generator(model)
         if latent_prior is not None and tuple(latent_prior.latent_shape) != tuple(model.latent_shape):
             raise ValueError(f"the latent prior's latent_shape {tuple(latent_prior.latent_shape)} differs from the "
                              f"model's {tuple(model.latent_shape)}")
         self.register_modules(model=model, latent_prior=latent_prior)
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str, **kwargs: Any) -> "HVAEPipeline":
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> "HVAEPipeline":
         """Load a saved pipeline from a local folder or a Hub repository id.
+
+        Folders of every version load, whether their ``model_index.json`` names ``"HVAEPipeline"`` (before the
+        generic loader was supported) or ``["pipeline", "HVAEPipeline"]``; no file of the folder is run.
 
         Args:
             pretrained_model_name_or_path: A folder written by ``save_pretrained`` or a Hub id ``"user/repo"``.
@@ -91,32 +128,108 @@ class HVAEPipeline(DiffusionPipeline):
 
         Raises:
             OSError: With a message saying what was looked for, when the folder does not exist and the Hub cannot be
-                reached (offline) or has no such repository.
+                reached (offline mode: said so) or has no such repository.
             CorruptWeightsError: (an ``OSError``) When a component's weights file lacks tensors of the model or holds
                 tensors it does not have (diffusers only warns: the layer would stay random), or a weight is not finite.
         """
         try:
             pipeline = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
         except (OSError, ConnectionError, ValueError) as error:
-            raise_clear_hub_error(pretrained_model_name_or_path, error)
+            raise_clear_hub_error(str(pretrained_model_name_or_path), error)
         for name, component in pipeline.components.items():
             if isinstance(component, ModelMixin):
                 check_loaded_weights(component, name)
         return pipeline
 
-    def push_to_hub(self, repo_id: str, **kwargs: Any) -> Any:
-        """Upload the pipeline (safetensors weights, configs, model card) to the Hub; see ``save_pretrained``.
+    @classmethod
+    def _dict_from_json_file(cls, json_file: str | os.PathLike) -> dict[str, Any]:
+        """Read ``model_index.json``; loading through this class itself needs no code from the folder.
+
+        diffusers runs the ``pipeline.py`` that ``"_class_name": ["pipeline", "HVAEPipeline"]`` names (and demands
+        ``trust_remote_code=True``) even when the caller already is that class; naming the class alone skips it.
+        """
+        config = super()._dict_from_json_file(json_file)
+        class_name = config.get("_class_name")
+        if isinstance(class_name, list) and class_name[-1] == cls.__name__:
+            config["_class_name"] = cls.__name__
+        return config
+
+    def to_json_string(self) -> str:
+        """The ``model_index.json`` text, naming the class as ``[GENERIC_LOADER_MODULE, class]`` (see
+        :meth:`save_config`)."""
+        index = json.loads(super().to_json_string())
+        index["_class_name"] = [GENERIC_LOADER_MODULE, type(self).__name__]
+        return json.dumps(index, indent=2, sort_keys=True) + "\n"
+
+    def save_config(self, save_directory: str | os.PathLike, push_to_hub: bool = False, **kwargs: Any) -> None:
+        """Write ``model_index.json`` and, first, the ``pipeline.py`` it names for diffusers' generic loader.
+
+        ``save_pretrained`` ends with it, so every saved folder loads with ``HVAEPipeline.from_pretrained(folder)``
+        and, in any process where hvae-pipeline is installed, with
+        ``DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)``.
+        """
+        loader = Path(save_directory) / f"{GENERIC_LOADER_MODULE}.py"
+        loader.parent.mkdir(parents=True, exist_ok=True)
+        _write_text_atomically(loader, GENERIC_LOADER_SOURCE)
+        super().save_config(save_directory, push_to_hub=push_to_hub, **kwargs)
+
+    def save_pretrained(self, save_directory: str | os.PathLike, safe_serialization: bool = True,
+                        variant: str | None = None, max_shard_size: int | str | None = None,
+                        push_to_hub: bool = False, **kwargs: Any) -> None:
+        """Save the components (safetensors), ``model_index.json`` and ``pipeline.py`` (see :meth:`save_config`).
+
+        Args:
+            save_directory: The folder (created if missing).
+            safe_serialization, variant, max_shard_size: As in ``DiffusionPipeline.save_pretrained``.
+            push_to_hub: Then push it with :meth:`push_to_hub`, hvae-pipeline's card included (``repo_id`` defaults to
+                the folder's name).
+            **kwargs: With ``push_to_hub``: :meth:`push_to_hub`'s arguments (``repo_id``, ``private``, ...).
+        """
+        super().save_pretrained(save_directory, safe_serialization=safe_serialization, variant=variant,
+                                max_shard_size=max_shard_size)
+        if push_to_hub:
+            self.push_to_hub(kwargs.pop("repo_id", Path(save_directory).name), **kwargs)
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        private: bool | None = None,
+        revision: str | None = None,
+        create_pr: bool = False,
+        token: str | bool | None = None,
+        commit_message: str = DEFAULT_COMMIT_MESSAGE,
+    ) -> Any:
+        """Upload the pipeline (safetensors weights, configs, ``pipeline.py``) with hvae-pipeline's model card.
+
+        The card is the one of the folder the pipeline was loaded from when hvae-pipeline rendered it (training's,
+        with its data licence and measured results), else one rendered from the pipeline; its loading snippet names
+        ``repo_id``. Nothing is written outside a temporary folder.
+
+        Args:
+            repo_id: ``"user/name"`` or ``"organisation/name"``; created if it does not exist.
+            private: Create the repository private (an existing one keeps its visibility).
+            revision: Branch to push to (created if missing); default the main branch.
+            create_pr: Open a pull request instead of committing.
+            token: Hub token; default ``HF_TOKEN`` or ``hf auth login``'s.
+            commit_message: The commit's or pull request's title.
+
+        Returns:
+            The upload's ``huggingface_hub.CommitInfo`` (``commit_url``, ``pr_url``).
 
         Raises:
-            ConnectionError: With a clear message when offline or the Hub is unreachable.
+            HubOfflineError: (a ``ConnectionError``) Offline mode is on, or the Hub is unreachable.
+            HubUnauthorisedError: (a ``PermissionError``) The token is missing, invalid or may not write there.
+            HubRepositoryNotFoundError: (a ``FileNotFoundError``) No such namespace, repository or revision.
+            HubPushError: Any other refusal by the Hub (the base class of the three above).
         """
-        try:
-            return super().push_to_hub(repo_id, **kwargs)
-        except (OSError, ConnectionError) as error:
-            raise ConnectionError(
-                f"could not push to the Hub repository {repo_id!r}: {error}. The Hub is unreachable or offline mode is "
-                "on (HF_HUB_OFFLINE=1); save locally with `save_pretrained(folder)` and push later."
-            ) from error
+        target = HubTarget(repo_id, private=private, revision=revision, create_pr=create_pr)
+        card = own_model_card(self)
+        card = point_card_at(card, repo_id) if card is not None else pipeline_model_card(self, location=repo_id)
+        with tempfile.TemporaryDirectory(prefix="hvae-push-") as folder:
+            self.save_pretrained(folder)
+            card.save(Path(folder) / CARD_FILE)
+            return upload_pipeline_folder(folder, target, token, commit_message, retry_hint=(
+                "Save the pipeline with `save_pretrained(folder)` and push it again later."))
 
     # ------------------------------------------------------------------------------------------------ sampling
     def prior_latents(
@@ -125,7 +238,8 @@ class HVAEPipeline(DiffusionPipeline):
     ) -> torch.Tensor:
         """Draw ``num_samples`` latents from the prior (see :meth:`latents_from_noise` for ``temperature``, ``prior``)."""
         shape = (num_samples, *self.model.latent_shape)
-        noise = randn_tensor(shape, generator=generator, device=self.device, dtype=self.model.dtype)
+        # The execution device: where `enable_model_cpu_offload()` runs the model, which itself waits on the CPU.
+        noise = randn_tensor(shape, generator=generator, device=self._execution_device, dtype=self.model.dtype)
         return self.latents_from_noise(noise, temperature, prior)
 
     def latents_from_noise(self, noise: torch.Tensor, temperature: float = 1.0, prior: str = "auto") -> torch.Tensor:
@@ -269,6 +383,7 @@ class HVAEPipeline(DiffusionPipeline):
                     images, masks = images[keep].cpu(), masks[keep].cpu()
                     images_out, masks_out = _format(images, masks, output_type, self.model.config.mask_channels)
                     yield HVAEPipelineOutput(images_out, masks_out, tumour_areas=tumour_area(masks).numpy())
+        self.maybe_free_model_hooks()  # under model CPU offload: back to the CPU, hooks ready for the next call
 
     def check_sampling_arguments(
         self,
@@ -291,7 +406,7 @@ class HVAEPipeline(DiffusionPipeline):
                 than after spending ``max_draws``).
         """
         _check_call_arguments(num_samples, temperature, mask_threshold, min_mask_area, batch_size)
-        _check_generator(generator, self.device)
+        _check_generator(generator, self._execution_device)
         side = self.model.config.sample_size
         if min_mask_area > side * side:
             raise SamplingBudgetExceeded(
@@ -326,25 +441,32 @@ class HVAEPipeline(DiffusionPipeline):
         Returns:
             ``(images, masks)`` of shapes ``(B, num_samples, C, H, W)`` (float in ``[0, 1]``) and
             ``(B, num_samples, H, W)`` (uint8).
+
+        Raises:
+            ValueError: On invalid images, masks or counts, or when the pipeline's generator has no encoder (the
+                LSGAN baseline).
         """
-        config = self.model.config
+        model = require_encoder(self.model, "reconstruct")
+        config = model.config
         check_images(images, config.image_channels, config.sample_size)
         if not _is_count(num_samples) or num_samples < 1:
             raise ValueError(f"`num_samples` must be an integer >= 1, got {num_samples!r}")
         # A negative count would silently skip the imputation like 0 does.
         if not _is_count(imputation_steps) or imputation_steps < 0:
             raise ValueError(f"`imputation_steps` must be an integer >= 0, got {imputation_steps!r}")
-        images = images.to(self.device, self.model.dtype)
+        device = self._execution_device
+        images = images.to(device, model.dtype)
         if masks is None:
-            masks = torch.zeros(images.shape[0], *images.shape[-2:], dtype=torch.long, device=self.device)
+            masks = torch.zeros(images.shape[0], *images.shape[-2:], dtype=torch.long, device=device)
             for _ in range(imputation_steps):
-                posterior = self.model.encode(images, masks).latent_dist
+                posterior = model.encode(images, masks).latent_dist
                 masks = self.decode_latents(posterior.mean, mask_threshold)[1].long()
         else:
-            masks = as_class_ids(masks, config.mask_channels, images.shape[0], config.sample_size).to(self.device)
-        posterior = self.model.encode(images, masks).latent_dist
+            masks = as_class_ids(masks, config.mask_channels, images.shape[0], config.sample_size).to(device)
+        posterior = model.encode(images, masks).latent_dist
         latents = [posterior.mean] + [posterior.sample(generator) for _ in range(num_samples - 1)]
         decoded = [self.decode_latents(latent, mask_threshold) for latent in latents]
+        self.maybe_free_model_hooks()
         return torch.stack([d[0] for d in decoded], dim=1), torch.stack([d[1] for d in decoded], dim=1)
 
 
@@ -426,3 +548,11 @@ def _format(images: torch.Tensor, masks: torch.Tensor, output_type: str, mask_ch
     scale = 255 // max(mask_channels - 1, 1)
     pil_masks = [PIL.Image.fromarray((m * scale).astype(np.uint8)) for m in masks_np]
     return pil_images, pil_masks
+
+
+def _write_text_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary sibling renamed over it: readers never see half a file."""
+    # Imported here: the evaluation package imports this module.
+    from .evaluation.records import write_text_atomically
+
+    write_text_atomically(path, text)

@@ -263,7 +263,7 @@ def test_push_to_hub_offline_keeps_the_local_export(tmp_path, monkeypatch, capsy
                             "training.max_steps=2", "--push-to-hub", "nobody/hvae-test"])
     assert code == EXIT_PUSH_FAILED
     captured = capsys.readouterr()
-    assert "Could not push to the Hub repository 'nobody/hvae-test'" in captured.err
+    assert "could not push to the Hub repository 'nobody/hvae-test': offline mode is on" in captured.err
     assert "hf_secret_value_never_printed" not in captured.out + captured.err
     reloaded = HVAEPipeline.from_pretrained(tmp_path / "pipeline")
     assert reloaded.model.config.sample_size == 16

@@ -21,6 +21,7 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
+from hvae_pipeline.hub import HubTarget, add_push_arguments, hub_target_from_arguments
 from training.config import DEFAULTS, ConfigError, load_config
 from training.data import dataset_to_tensors, load_slice_dataset
 
@@ -265,7 +266,7 @@ def command_line(run_class: type[TrainingRun], description: str, argv: Sequence[
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="cpu-128", help="YAML file or name under training/configs/")
     parser.add_argument("--resume-from-checkpoint", default=None, help="'latest' or a checkpoint folder")
-    parser.add_argument("--push-to-hub", default=None, metavar="REPO_ID", help="upload the final pipeline")
+    add_push_arguments(parser)
     parser.add_argument("--stop-after-steps", type=int, default=None,
                         help="stop (with a checkpoint) after this many steps of this invocation, as an interruption")
     parser.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. training.max_steps=100")
@@ -276,7 +277,8 @@ def command_line(run_class: type[TrainingRun], description: str, argv: Sequence[
     try:
         run = run_class(load_config(args.config, args.overrides))
         check_before_data(run)
-        return run_training(run, args.resume_from_checkpoint, args.push_to_hub, args.stop_after_steps)
+        return run_training(run, args.resume_from_checkpoint, hub_target_from_arguments(parser, args),
+                            args.stop_after_steps)
     except (ConfigError, ResumeError) as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 2
@@ -301,7 +303,8 @@ def check_before_data(run: TrainingRun) -> None:
                           "path")
 
 
-def run_training(run: TrainingRun, resume: str | None, push_to_hub: str | None, stop_after_steps: int | None) -> int:
+def run_training(run: TrainingRun, resume: str | None, push_to_hub: HubTarget | None,
+                 stop_after_steps: int | None) -> int:
     """Train ``run`` as configured; returns a process exit code (0 success, 3 non-finite loss, 4 push failed).
 
     Raises:
@@ -539,18 +542,14 @@ def export_pipeline(run: TrainingRun, model, output_dir: Path, steps: int, secon
     return final
 
 
-def push_pipeline(pipeline_dir: Path, repo_id: str) -> int:
-    """Upload an exported pipeline folder; on failure say why and keep the local export (exit code 4)."""
-    from huggingface_hub import HfApi
+def push_pipeline(pipeline_dir: Path, target: HubTarget) -> int:
+    """Upload an exported pipeline folder with its card; on failure say why and keep the local export (exit code 4)."""
+    from hvae_pipeline.hub import HubPushError, push_pipeline_folder
 
     try:
-        api = HfApi()  # token from HF_TOKEN or the standard `hf auth login`; never printed
-        api.create_repo(repo_id, exist_ok=True)
-        api.upload_folder(repo_id=repo_id, folder_path=str(pipeline_dir), commit_message="Upload HVAE pipeline")
-    except Exception as error:  # offline, no token, no rights: all end the same way for the user
-        print(f"Could not push to the Hub repository {repo_id!r} ({error.__class__.__name__}: {error}). The local "
-              f"export in {pipeline_dir} is complete; push it later with `hf upload {repo_id} {pipeline_dir}`.",
-              file=sys.stderr)
+        commit = push_pipeline_folder(pipeline_dir, target)  # token from HF_TOKEN or `hf auth login`; never printed
+    except HubPushError as error:
+        print(error, file=sys.stderr)
         return EXIT_PUSH_FAILED
-    print(f"Pushed {pipeline_dir} to https://huggingface.co/{repo_id}")
+    print(f"Pushed {pipeline_dir} to {commit.pr_url or commit.commit_url}")
     return 0

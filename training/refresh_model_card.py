@@ -4,8 +4,9 @@
         --log runs/cpu-128/logs/metrics.csv [--likelihood OUT/likelihood.json --generator NAME] [section.key=value ...]
 
 Training writes a card at export, before any held-out evaluation; this adds a "Held-out evaluation" section from an
-``hvae-evaluate likelihood`` summary (log p(x, m), ELBO, the flow's gain with the same weights) and states the learnt
-step sizes of the saved weights. Only ``README.md`` changes, replaced atomically.
+``hvae-evaluate likelihood`` summary (log p(x, m), ELBO, the flow's gain with the same weights), records the same
+numbers in the card's ``model-index`` (what the Hub shows as evaluation results), and states the learnt step sizes of
+the saved weights. Only ``README.md`` changes, replaced atomically.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from typing import Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python training/refresh_model_card.py` from a checkout
 
 from hvae_pipeline import HVAEModel, HVAEPipeline  # noqa: E402
+from hvae_pipeline.model_card import likelihood_evaluation  # noqa: E402
 from training.config import ConfigError, load_config  # noqa: E402
-from training.model_card import likelihood_rows, write_model_card  # noqa: E402
+from training.model_card import training_data, write_model_card  # noqa: E402
 from training.train_hvae import HVAERun  # noqa: E402
 
 
@@ -53,12 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.generator not in summary.get("results", {}):
             parser.error(f"--generator {args.generator}: not in {args.likelihood} (it has "
                          f"{', '.join(summary.get('results', {})) or 'no results'})")
-        settings = summary["settings"]
-        evaluation = (f"Held-out slices: {summary['data']}. log p(x, m) importance-sampled with "
-                      f"{settings['num_importance_samples']} samples per slice through the model's own flow; ELBOs "
-                      f"averaged over {settings.get('elbo_draws', 1)} draws per slice (`hvae-evaluate likelihood`). "
-                      + args.note,
-                      likelihood_rows(summary["results"][args.generator]))
+        evaluation = likelihood_evaluation(summary, args.generator, training_data(run.config["data"]).datasets[0],
+                                           args.note)
     model = HVAEPipeline.from_pretrained(str(args.pipeline)).model
     if not isinstance(model, HVAEModel):
         parser.error(f"--pipeline {args.pipeline}: a {type(model).__name__}, not an HVAE/VAE")

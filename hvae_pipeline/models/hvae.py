@@ -19,6 +19,7 @@ from diffusers import ModelMixin
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from diffusers.utils import BaseOutput
+from diffusers.utils.accelerate_utils import apply_forward_hook
 from diffusers.utils.torch_utils import randn_tensor
 
 from .flow_checkpointing import checkpointed_potential_and_gradient, choose_chunk_size
@@ -173,9 +174,11 @@ class HVAEModel(ModelMixin, ConfigMixin):
         self._flow_checkpoint_chunk_size: int | str | None = "auto"
         self._decoder_activation_elements: int | None = None  # per sample; counted once, for the "auto" chunk size
         _check_config(
-            image_channels, mask_channels, sample_size, block_out_channels, attention_levels, layers_per_block,
-            latent_channels, n_leapfrog, step_size, max_step_size, beta_zero, learn_beta_zero, image_likelihood,
-            flow_gradient,
+            image_channels=image_channels, mask_channels=mask_channels, sample_size=sample_size,
+            block_out_channels=block_out_channels, layers_per_block=layers_per_block, attention_levels=attention_levels,
+            latent_channels=latent_channels, n_leapfrog=n_leapfrog, step_size=step_size, beta_zero=beta_zero,
+            learn_beta_zero=learn_beta_zero, image_likelihood=image_likelihood, max_step_size=max_step_size,
+            flow_gradient=flow_gradient,
         )
         encoder_kwargs = dict(
             block_out_channels=tuple(block_out_channels),
@@ -246,6 +249,9 @@ class HVAEModel(ModelMixin, ConfigMixin):
         """``q(z | x, m)`` from the encoder's input channels, in at least float32 (see :func:`at_least_float32`)."""
         return DiagonalGaussianDistribution(at_least_float32(self.encoder(inputs)))
 
+    # The pipeline calls encode/decode, not forward: the hook moves the weights to the execution device under
+    # `pipeline.enable_model_cpu_offload()`, as diffusers' AutoencoderKL does.
+    @apply_forward_hook
     def encode(self, images: torch.Tensor, masks: torch.Tensor, return_dict: bool = True) -> HVAEEncoderOutput | tuple:
         """Encode (image, mask) pairs into the diagonal Gaussian posterior ``q(z | x, m)``.
 
@@ -259,6 +265,7 @@ class HVAEModel(ModelMixin, ConfigMixin):
         posterior = self._posterior(inputs)
         return HVAEEncoderOutput(latent_dist=posterior) if return_dict else (posterior,)
 
+    @apply_forward_hook
     def decode(self, z: torch.Tensor, return_dict: bool = True) -> HVAEDecoderOutput | tuple:
         """Decode latents into images in ``[0, 1]`` and mask logits.
 
@@ -491,22 +498,26 @@ def _logit(probability: float) -> float:
 
 
 def _check_config(
+    *,
     image_channels: int,
     mask_channels: int,
     sample_size: int,
     block_out_channels: Sequence[int],
-    attention_levels: Sequence[bool],
     layers_per_block: int,
+    attention_levels: Sequence[bool],
     latent_channels: int,
     n_leapfrog: int,
     step_size: float,
-    max_step_size: float,
     beta_zero: float,
     learn_beta_zero: bool,
     image_likelihood: str,
+    max_step_size: float,
     flow_gradient: str,
 ) -> None:
-    """Raise ``ValueError`` naming the first inconsistent constructor argument."""
+    """Raise ``ValueError`` naming the first inconsistent constructor argument.
+
+    Keyword-only, in the constructor's order: fourteen positional values of similar types are easy to swap unnoticed.
+    """
     for name, value in [("image_channels", image_channels), ("mask_channels", mask_channels),
                         ("latent_channels", latent_channels), ("layers_per_block", layers_per_block)]:
         if int(value) < 1:

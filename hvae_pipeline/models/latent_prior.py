@@ -16,10 +16,11 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn as nn
 from diffusers import ModelMixin
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from tqdm.auto import tqdm
+
+from .generator import PairAutoencoder, require_encoder
 
 class GaussianLatentPrior(ModelMixin, ConfigMixin):
     r"""``N(mean, scale_tril scale_tril^T)`` over flattened latents of shape ``latent_shape``.
@@ -68,7 +69,7 @@ LATENT_SOURCES = ("posterior", "flow")  # which latents a prior describes: the e
 
 @torch.no_grad()
 def fit_latent_prior(
-    model: nn.Module,
+    model: PairAutoencoder,
     images: torch.Tensor,
     masks: torch.Tensor,
     batch_size: int = 64,
@@ -87,7 +88,7 @@ def fit_latent_prior(
     ~3e-3 against posterior standard deviations of ~0.9); with learnt steps they may not (RESULTS.md compares them).
 
     Args:
-        model: A trained :class:`~hvae_pipeline.models.HVAEModel` (anything with ``encode`` and ``latent_shape``).
+        model: A trained :class:`~hvae_pipeline.models.HVAEModel` (any :class:`PairAutoencoder`).
         images: ``(N, image_channels, H, W)`` training images in ``[0, 1]``.
         masks: ``(N, H, W)`` their masks.
         batch_size: Slices per encoder pass.
@@ -99,8 +100,7 @@ def fit_latent_prior(
     Raises:
         ValueError: On empty or mismatched inputs, an unknown ``source``, or a model without an encoder (the LSGAN).
     """
-    if not hasattr(model, "encode"):
-        raise ValueError(f"{type(model).__name__} has no encoder, so it has no posterior to fit a prior to")
+    require_encoder(model, "fitting a latent prior to the posterior")
     if images.shape[0] == 0 or images.shape[0] != masks.shape[0]:
         raise ValueError(f"expected as many masks as images (at least one), got {images.shape[0]} images and "
                          f"{masks.shape[0]} masks")

@@ -19,6 +19,7 @@ import torch.nn as nn
 from diffusers import ModelMixin
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.utils import BaseOutput
+from diffusers.utils.accelerate_utils import apply_forward_hook
 from diffusers.utils.torch_utils import randn_tensor
 from torch.func import functional_call
 from torch.nn.utils.parametrizations import spectral_norm
@@ -139,6 +140,7 @@ class LSGANModel(ModelMixin, ConfigMixin):
         side = self.config.sample_size // 2 ** (len(self.config.block_out_channels) - 1)
         return (self.config.latent_channels, side, side)
 
+    @apply_forward_hook  # moves the weights to the execution device under `enable_model_cpu_offload()`
     def decode(self, z: torch.Tensor, return_dict: bool = True) -> HVAEDecoderOutput | tuple:
         """Generate pairs from latents ``z`` of shape ``(B, *latent_shape)`` (same output as the HVAE's decode)."""
         if z.ndim != 4 or tuple(z.shape[1:]) != self.latent_shape:

@@ -13,6 +13,7 @@ from typing import Any, Callable, Sequence
 
 import gradio as gr
 
+from hvae_pipeline.cli.options import check_device
 from hvae_pipeline.defaults import load_pipeline
 from hvae_pipeline.pipeline import HVAEPipeline
 
@@ -80,9 +81,9 @@ def build_demo(pipeline: HVAEPipeline, description: str) -> gr.Blocks:
 
     @friendly_errors
     def generate(
-        seed: float, num_samples: float, temperature: float, mask_threshold: float, min_mask_area: float
+        seed: float, num_samples: float, temperature: float, mask_threshold: float, min_tumour_area: float
     ) -> tuple[callbacks.GalleryItems, callbacks.SampleSet]:
-        samples = callbacks.generate_samples(pipeline, seed, num_samples, temperature, mask_threshold, min_mask_area)
+        samples = callbacks.generate_samples(pipeline, seed, num_samples, temperature, mask_threshold, min_tumour_area)
         return callbacks.sample_gallery(samples), samples
 
     @friendly_errors
@@ -122,7 +123,7 @@ def build_demo(pipeline: HVAEPipeline, description: str) -> gr.Blocks:
                     temperature = gr.Slider(0.05, 2.0, value=1.0, step=0.05, label="Temperature")
                     mask_threshold = gr.Slider(0.05, 0.95, value=0.5, step=0.05, label="Mask threshold")
                     min_area = gr.Number(
-                        value=0,
+                        value=callbacks.default_min_tumour_area(config.sample_size),
                         precision=0,
                         minimum=0,
                         maximum=config.sample_size**2,
@@ -230,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine)")
     parser.add_argument("--port", type=int, default=None, help="port (default: first free port from 7860)")
     parser.add_argument("--share", action="store_true", help="also create a temporary public gradio.live link")
+    parser.add_argument("--device", default="cpu", help="device the model runs on, e.g. cuda (default cpu)")
     return parser
 
 
@@ -240,15 +242,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: Command-line arguments (default ``sys.argv[1:]``); see :func:`build_parser`.
 
     Returns:
-        The exit status: 0, or 2 when the model cannot be loaded.
+        The exit status: 0, or 2 when the device is not usable or the model cannot be loaded.
     """
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        check_device("--device", args.device)
+    except ValueError as error:
+        parser.error(str(error))
+    try:
         pipeline, description = load_pipeline(args.model)
     except OSError as error:
         parser.exit(2, f"hvae-demo: error: {error}\n")
-    print(f"Serving the {description}")
+    pipeline.to(args.device)
+    print(f"Serving the {description} on {args.device}")
     launch(build_demo(pipeline, description), host=args.host, port=args.port, share=args.share)
     return 0
 

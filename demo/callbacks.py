@@ -6,24 +6,18 @@ the app turns those into Gradio error pop-ups.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
-import os
 import tempfile
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import nibabel as nib
 import numpy as np
-import PIL.Image
 import torch
-from huggingface_hub import ModelCard, try_to_load_from_cache
+from huggingface_hub import ModelCard
 
-from hvae_pipeline.pipeline import HVAEPipeline, SamplingBudgetExceeded, spherical_interpolation
+from hvae_pipeline.export import find_model_card, write_samples_zip as write_zip
+from hvae_pipeline.pipeline import PAPER_MIN_TUMOUR_AREA, HVAEPipeline, SamplingBudgetExceeded, spherical_interpolation
 from hvae_pipeline.validation import MAX_SEED
 from hvae_pipeline.visualization import mask_to_uint8, overlay, to_grey_uint8
 
@@ -35,6 +29,8 @@ MAX_FRAMES = 16
 MAX_POSTERIOR_SAMPLES = 8
 # Latents drawn per requested sample before a high minimum tumour area gives up (bounds rejection sampling).
 DRAWS_PER_SAMPLE = 10
+# The slice side at which the paper states its minimum tumour area (> 200 px at 128 x 128).
+PAPER_SAMPLE_SIZE = 128
 
 GalleryItems = list[tuple[np.ndarray, str]]
 
@@ -96,13 +92,20 @@ def _generator(seed: float | int) -> torch.Generator:
 
 
 # ------------------------------------------------------------------------------------------------ Sample tab
+def default_min_tumour_area(sample_size: int) -> int:
+    """The Sample tab's starting minimum tumour area: the paper's rule (> 200 px, so pairs without a real tumour are
+    not shown) for models of the paper's 128 x 128 slices or larger; 0 (every sample) for smaller slices, where a
+    200 px tumour is rare or impossible and the first click would only fail."""
+    return PAPER_MIN_TUMOUR_AREA if sample_size >= PAPER_SAMPLE_SIZE else 0
+
+
 def generate_samples(
     pipeline: HVAEPipeline,
     seed: float | int,
     num_samples: float | int,
     temperature: float,
     mask_threshold: float,
-    min_mask_area: float | int,
+    min_tumour_area: float | int,
 ) -> SampleSet:
     """Draw paired samples from the prior.
 
@@ -112,14 +115,14 @@ def generate_samples(
         num_samples: Number of pairs, 1 to :data:`MAX_SAMPLES`.
         temperature: Scale of the prior's standard deviation, 0 to 2.
         mask_threshold: Probability above which a pixel is tumour, in ``(0, 1)``.
-        min_mask_area: Keep only masks with at least this many tumour pixels.
+        min_tumour_area: Keep only masks with at least this many tumour pixels.
 
     Raises:
-        DemoInputError: On a setting out of range, or when too few samples reach ``min_mask_area``.
+        DemoInputError: On a setting out of range, or when too few samples reach ``min_tumour_area``.
     """
     num_samples = whole_number(num_samples, "Number of samples", 1, MAX_SAMPLES)
     sample_size = pipeline.model.config.sample_size
-    min_mask_area = whole_number(min_mask_area, "Minimum tumour area", 0, sample_size * sample_size)
+    min_tumour_area = whole_number(min_tumour_area, "Minimum tumour area", 0, sample_size * sample_size)
     _check_temperature(temperature)
     _check_mask_threshold(mask_threshold)
     max_draws = DRAWS_PER_SAMPLE * num_samples
@@ -129,16 +132,17 @@ def generate_samples(
             generator=_generator(seed),
             temperature=float(temperature),
             mask_threshold=float(mask_threshold),
-            min_mask_area=min_mask_area,
+            min_tumour_area=min_tumour_area,
             output_type="np",
             max_draws=max_draws,
         )
     except SamplingBudgetExceeded as error:
         raise DemoInputError(
-            f"Fewer than {num_samples} of {max_draws} drawn samples had a tumour of at least {min_mask_area} pixels: "
+            f"Fewer than {num_samples} of {max_draws} drawn samples had a tumour of at least {min_tumour_area} pixels: "
             "lower the minimum tumour area (or ask for fewer samples)."
         ) from error
-    settings = {"temperature": float(temperature), "mask_threshold": float(mask_threshold), "min_mask_area": min_mask_area}
+    settings = {"temperature": float(temperature), "mask_threshold": float(mask_threshold),
+                "min_tumour_area": min_tumour_area}
     return SampleSet(output.images, output.masks, output.tumour_areas, int(seed), settings)
 
 
@@ -264,28 +268,14 @@ def reconstruct_upload(
 
 
 # ------------------------------------------------------------------------------------------------ Download tab
-def _png_bytes(pixels: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    PIL.Image.fromarray(pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def _nifti_bytes(volume: np.ndarray) -> bytes:
-    # nibabel writes gzip only through a file name; the temporary file is read back into the archive.
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "volume.nii.gz"
-        nib.save(nib.Nifti1Image(volume, np.eye(4)), path)
-        return path.read_bytes()
-
-
 def write_samples_zip(samples: SampleSet, model_description: str, folder: str | Path | None = None) -> Path:
     """Write the samples to a zip archive: PNG pairs, two NIfTI volumes and a manifest (CSV and JSON).
 
-    Layout: ``images/sample_00000.png`` (8-bit grey, or ``.npy`` floats for images with more than 3 channels),
-    ``masks/sample_00000.png`` (class ids, 0/1 for binary masks), ``images.nii.gz`` (float32, x, y, sample,
-    channel: sample ``i`` is slice ``i``) and ``masks.nii.gz`` (uint8, x, y, sample), ``manifest.csv`` and
-    ``manifest.json`` (file names, NIfTI slice, seed, tumour area; the JSON adds the model and settings).
-    The archive is written to a temporary name and renamed when complete, so no reader sees half an archive.
+    The layout is :mod:`hvae_pipeline.export`'s zip: ``images/sample_00000.png`` (8-bit grey, or ``.npy`` floats for
+    images with more than 3 channels), ``masks/sample_00000.png`` (class ids, 0/1 for binary masks),
+    ``images.nii.gz`` (float32, x, y, sample, channel: sample ``i`` is slice ``i``) and ``masks.nii.gz`` (uint8, x, y,
+    sample), ``manifest.csv`` and ``manifest.json`` (file names, NIfTI slice, seed, tumour area; the JSON adds the
+    model and settings). The archive is staged and renamed when complete, so no reader sees half an archive.
 
     Args:
         samples: The samples of one Generate click.
@@ -295,60 +285,13 @@ def write_samples_zip(samples: SampleSet, model_description: str, folder: str | 
     Returns:
         The path of the archive, ``hvae-samples-seed<seed>-n<count>.zip``.
     """
-    target_folder = Path(tempfile.mkdtemp(prefix="hvae-samples-", dir=folder))
-    target = target_folder / f"hvae-samples-seed{samples.seed}-n{len(samples.masks)}.zip"
-    rows: list[dict[str, Any]] = []
-    partial = target_folder / f".{target.name}.partial"
-    with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for index, (image, mask, area) in enumerate(zip(samples.images, samples.masks, samples.tumour_areas)):
-            stem = f"sample_{index:05d}"
-            if image.shape[-1] in (1, 3):
-                image_name = f"images/{stem}.png"
-                pixels = to_grey_uint8(image) if image.shape[-1] == 1 else (image * 255).round().astype(np.uint8)
-                archive.writestr(image_name, _png_bytes(pixels))
-            else:  # more modalities than a PNG holds: keep the exact floats
-                image_name = f"images/{stem}.npy"
-                buffer = io.BytesIO()
-                np.save(buffer, image)
-                archive.writestr(image_name, buffer.getvalue())
-            archive.writestr(f"masks/{stem}.png", _png_bytes(mask))
-            rows.append(
-                {
-                    "index": index,
-                    "image": image_name,
-                    "mask": f"masks/{stem}.png",
-                    "nifti_slice": index,
-                    "seed": samples.seed,
-                    "tumour_area": int(area),
-                }
-            )
-        # NIfTI axes are (x, y, z, channel): rows of a slice run along y, and the samples stack along z.
-        archive.writestr("images.nii.gz", _nifti_bytes(np.transpose(samples.images, (2, 1, 0, 3)).astype(np.float32)))
-        archive.writestr("masks.nii.gz", _nifti_bytes(np.transpose(samples.masks, (2, 1, 0)).astype(np.uint8)))
-        table = io.StringIO()
-        writer = csv.DictWriter(table, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-        archive.writestr("manifest.csv", table.getvalue())
-        manifest = {"model": model_description, "seed": samples.seed, "settings": samples.settings, "samples": rows}
-        archive.writestr("manifest.json", json.dumps(manifest, indent=2))
-    os.replace(partial, target)
-    return target
+    target_folder = Path(tempfile.mkdtemp(prefix="hvae-samples-", dir=folder))  # one per click: sessions never clash
+    header = {"model": model_description, "seed": samples.seed, "settings": samples.settings}
+    return write_zip(target_folder, f"hvae-samples-seed{samples.seed}-n{len(samples.masks)}.zip", samples.images,
+                     samples.masks, samples.tumour_areas, header, seed=samples.seed)
 
 
 # ------------------------------------------------------------------------------------------------ Model info tab
-def find_model_card(pipeline: HVAEPipeline) -> Path | None:
-    """The model card (``README.md``) of the pipeline's folder, or of its cached Hub download; never downloads."""
-    source = pipeline.name_or_path
-    if not source:
-        return None
-    if Path(source).is_dir():
-        card = Path(source) / "README.md"
-        return card if card.is_file() else None
-    cached = try_to_load_from_cache(source, "README.md")
-    return Path(cached) if isinstance(cached, str) else None
-
-
 def is_untrained(pipeline: HVAEPipeline) -> bool:
     """Whether the pipeline was built in memory (random weights) rather than loaded from saved weights."""
     return not pipeline.name_or_path

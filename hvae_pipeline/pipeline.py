@@ -28,6 +28,7 @@ from diffusers import DiffusionPipeline, ModelMixin
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
+from .export import image_to_uint8
 from .hub import DEFAULT_COMMIT_MESSAGE, HubTarget, raise_clear_hub_error, upload_pipeline_folder
 from .model_card import CARD_FILE, own_model_card, pipeline_model_card, point_card_at
 from .models.generator import PairGenerator, check_pair_generator, require_encoder
@@ -39,6 +40,9 @@ OUTPUT_TYPES = ("pil", "np", "pt")
 # "standard": N(0, I), the paper's protocol; "fitted": the pipeline's GaussianLatentPrior; "auto": fitted when the
 # pipeline has one, else standard.
 PRIORS = ("auto", "standard", "fitted")
+# The paper keeps the synthetic pairs whose mask has more than 200 tumour pixels (at 128 x 128); sampling keeps the
+# areas >= min_tumour_area, so the paper's rule is min_tumour_area=201.
+PAPER_MIN_TUMOUR_AREA = 201
 
 # diffusers' generic loader reads `"_class_name": [module, class]` in model_index.json as "the class `class` of the
 # file `module.py` beside the weights" (its custom-pipeline layout); the file only imports the installed package.
@@ -73,7 +77,7 @@ class HVAEPipelineOutput(BaseOutput):
 
 
 class SamplingBudgetExceeded(RuntimeError):
-    """Raised when ``min_mask_area`` rejects so many samples that the draw budget runs out."""
+    """Raised when ``min_tumour_area`` rejects so many samples that the draw budget runs out."""
 
 
 def spherical_interpolation(start: torch.Tensor, end: torch.Tensor, fraction: float) -> torch.Tensor:
@@ -299,7 +303,7 @@ class HVAEPipeline(DiffusionPipeline):
         generator: torch.Generator | None = None,
         temperature: float = 1.0,
         mask_threshold: float = 0.5,
-        min_mask_area: int = 0,
+        min_tumour_area: int = 0,
         batch_size: int = 32,
         output_type: str = "pil",
         return_dict: bool = True,
@@ -313,11 +317,12 @@ class HVAEPipeline(DiffusionPipeline):
             generator: Random generator; the same seed, ``batch_size`` and settings give the same samples.
             temperature: Scale of the prior's standard deviation (< 1 trades diversity for typicality).
             mask_threshold: Probability above which a pixel of a binary mask is tumour (ignored for multi-class).
-            min_mask_area: Reject samples with fewer tumour pixels than this (the paper keeps masks > 200 px).
+            min_tumour_area: Reject samples with fewer tumour pixels than this (0 keeps every sample; the paper's rule,
+                masks > 200 px, is :data:`PAPER_MIN_TUMOUR_AREA` = 201).
             batch_size: Latents decoded per forward pass.
             output_type: ``"pil"``, ``"np"`` or ``"pt"`` (see :class:`HVAEPipelineOutput`).
             return_dict: Return an :class:`HVAEPipelineOutput` rather than ``(images, masks)``.
-            max_draws: Bound on latents drawn when ``min_mask_area`` rejects samples (default
+            max_draws: Bound on latents drawn when ``min_tumour_area`` rejects samples (default
                 ``max(20 * num_samples, 1000)``).
             prior: Where latents come from: ``"standard"`` ``N(0, I)`` (the paper's protocol), ``"fitted"`` (the
                 pipeline's fitted Gaussian, which draws tumours of realistic size from small-data models) or
@@ -325,10 +330,11 @@ class HVAEPipeline(DiffusionPipeline):
 
         Raises:
             ValueError: On an invalid argument, or when decoding gives NaN or infinite values.
-            SamplingBudgetExceeded: When fewer than ``num_samples`` pairs passed ``min_mask_area`` within ``max_draws``.
+            SamplingBudgetExceeded: When fewer than ``num_samples`` pairs passed ``min_tumour_area`` within
+                ``max_draws``.
         """
         _check_output_type(output_type)
-        batches = list(self.sample_batches(num_samples, generator, temperature, mask_threshold, min_mask_area,
+        batches = list(self.sample_batches(num_samples, generator, temperature, mask_threshold, min_tumour_area,
                                            batch_size, "pt", max_draws, prior))
         images, masks = torch.cat([b.images for b in batches]), torch.cat([b.masks for b in batches])
         images_out, masks_out = _format(images, masks, output_type, self.model.config.mask_channels)
@@ -343,7 +349,7 @@ class HVAEPipeline(DiffusionPipeline):
         generator: torch.Generator | None = None,
         temperature: float = 1.0,
         mask_threshold: float = 0.5,
-        min_mask_area: int = 0,
+        min_tumour_area: int = 0,
         batch_size: int = 32,
         output_type: str = "np",
         max_draws: int | None = None,
@@ -355,7 +361,7 @@ class HVAEPipeline(DiffusionPipeline):
         order are those of :meth:`__call__` with the same arguments. The arguments are :meth:`__call__`'s; the checks
         run at the first ``next()``. Batches with no kept pair are not yielded.
         """
-        self.check_sampling_arguments(num_samples, generator, temperature, mask_threshold, min_mask_area, batch_size,
+        self.check_sampling_arguments(num_samples, generator, temperature, mask_threshold, min_tumour_area, batch_size,
                                       max_draws, prior)
         _check_output_type(output_type)
         max_draws = max(20 * num_samples, 1000) if max_draws is None else max_draws
@@ -364,21 +370,24 @@ class HVAEPipeline(DiffusionPipeline):
             while accepted < num_samples:
                 if drawn >= max_draws:
                     raise SamplingBudgetExceeded(
-                        f"only {accepted} of {num_samples} samples had a tumour area >= min_mask_area={min_mask_area} "
-                        f"px after {drawn} draws (max_draws={max_draws}); lower `min_mask_area` or raise `max_draws`"
+                        f"only {accepted} of {num_samples} samples had a tumour area >= "
+                        f"min_tumour_area={min_tumour_area} px after {drawn} draws (max_draws={max_draws}); lower "
+                        "`min_tumour_area` or raise `max_draws`"
                     )
                 # Without rejection every draw is kept: draw only the missing pairs, not a full batch whose surplus
                 # would be decoded and thrown away.
-                wanted = batch_size if min_mask_area > 0 else num_samples - accepted
+                wanted = batch_size if min_tumour_area > 0 else num_samples - accepted
                 count = min(batch_size, wanted, max_draws - drawn)
                 latents = self.prior_latents(count, generator, temperature, prior)
                 drawn += count
                 images, masks = self.decode_latents(latents, mask_threshold)
-                keep = tumour_area(masks) >= min_mask_area
+                keep = tumour_area(masks) >= min_tumour_area
                 keep[torch.cumsum(keep, 0) > num_samples - accepted] = False
                 kept = int(keep.sum())
-                progress.update(kept)
                 accepted += kept
+                # While rejection throws draws away the count of kept pairs stands still: show the draws as well.
+                progress.set_postfix(drawn=drawn, refresh=False)
+                progress.update(kept)
                 if kept:
                     images, masks = images[keep].cpu(), masks[keep].cpu()
                     images_out, masks_out = _format(images, masks, output_type, self.model.config.mask_channels)
@@ -391,7 +400,7 @@ class HVAEPipeline(DiffusionPipeline):
         generator: torch.Generator | list[torch.Generator] | None = None,
         temperature: float = 1.0,
         mask_threshold: float = 0.5,
-        min_mask_area: int = 0,
+        min_tumour_area: int = 0,
         batch_size: int = 32,
         max_draws: int | None = None,
         prior: str = "auto",
@@ -402,16 +411,16 @@ class HVAEPipeline(DiffusionPipeline):
 
         Raises:
             ValueError: naming the first invalid argument and its value.
-            SamplingBudgetExceeded: ``min_mask_area`` exceeds a whole mask, so no draw can pass (said at once, rather
+            SamplingBudgetExceeded: ``min_tumour_area`` exceeds a whole mask, so no draw can pass (said at once, rather
                 than after spending ``max_draws``).
         """
-        _check_call_arguments(num_samples, temperature, mask_threshold, min_mask_area, batch_size)
+        _check_call_arguments(num_samples, temperature, mask_threshold, min_tumour_area, batch_size)
         _check_generator(generator, self._execution_device)
         side = self.model.config.sample_size
-        if min_mask_area > side * side:
+        if min_tumour_area > side * side:
             raise SamplingBudgetExceeded(
-                f"only 0 of {num_samples} samples can have a tumour area >= min_mask_area={min_mask_area} px: a "
-                f"{side}x{side} mask has {side * side} px; pass a smaller min_mask_area")
+                f"only 0 of {num_samples} samples can have a tumour area >= min_tumour_area={min_tumour_area} px: a "
+                f"{side}x{side} mask has {side * side} px; pass a smaller min_tumour_area")
         if max_draws is not None and not (_is_count(max_draws) and max_draws >= num_samples):
             raise ValueError(f"`max_draws` must be an integer >= num_samples={num_samples} (or None), "
                              f"got {max_draws!r}")
@@ -486,7 +495,7 @@ def _is_number(value: Any) -> bool:
 
 
 def _check_call_arguments(
-    num_samples: int, temperature: float, mask_threshold: float, min_mask_area: int, batch_size: int
+    num_samples: int, temperature: float, mask_threshold: float, min_tumour_area: int, batch_size: int
 ) -> None:
     if not _is_count(num_samples) or num_samples < 1:
         raise ValueError(f"`num_samples` must be an integer >= 1, got {num_samples!r}")
@@ -496,8 +505,8 @@ def _check_call_arguments(
                          f"got {temperature!r}")
     if not (_is_number(mask_threshold) and 0.0 < mask_threshold < 1.0):
         raise ValueError(f"`mask_threshold` must be a number in (0, 1), got {mask_threshold!r}")
-    if not (_is_number(min_mask_area) and min_mask_area >= 0):
-        raise ValueError(f"`min_mask_area` must be a number >= 0 pixels, got {min_mask_area!r}")
+    if not (_is_number(min_tumour_area) and min_tumour_area >= 0):
+        raise ValueError(f"`min_tumour_area` must be a number >= 0 pixels, got {min_tumour_area!r}")
     if not _is_count(batch_size) or batch_size < 1:
         raise ValueError(f"`batch_size` must be an integer >= 1, got {batch_size!r}")
 
@@ -543,8 +552,7 @@ def _format(images: torch.Tensor, masks: torch.Tensor, output_type: str, mask_ch
         return images_np, masks_np
     if images_np.shape[-1] not in (1, 3):
         raise ValueError(f"output_type='pil' needs 1 or 3 image channels, got {images_np.shape[-1]}; use 'np' or 'pt'")
-    pixels = (images_np * 255).round().astype(np.uint8)
-    pil_images = [PIL.Image.fromarray(p[..., 0] if p.shape[-1] == 1 else p) for p in pixels]
+    pil_images = [PIL.Image.fromarray(pixels) for pixels in image_to_uint8(images_np)]
     scale = 255 // max(mask_channels - 1, 1)
     pil_masks = [PIL.Image.fromarray((m * scale).astype(np.uint8)) for m in masks_np]
     return pil_images, pil_masks

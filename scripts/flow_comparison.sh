@@ -31,7 +31,7 @@ generators=(--generator "VAE=$out/vae/pipeline" --generator "HVAE-paper=$out/pap
 .venv/bin/hvae-evaluate likelihood "${generators[@]}" "${split[@]}" --num-importance-samples 128 \
   --importance-slices 24 --elbo-draws 4 --out "$out/results"
 .venv/bin/hvae-evaluate image-quality "${generators[@]}" --generator "HVAE-learnt-zK=$out/learnt-zk-prior" \
-  "${split[@]}" --num-samples 500 --min-mask-area 0 --out "$out/results"
+  "${split[@]}" --num-samples 500 --sampling-min-tumour-area 0 --out "$out/results"
 $py scripts/tumour_areas.py "VAE=$out/vae/pipeline" "HVAE-paper=$out/paper/pipeline" \
   "HVAE-learnt=$out/learnt/pipeline" "HVAE-learnt-zK=$out/learnt-zk-prior" --num-samples 512 --prior fitted \
   --real-config cpu-128 | tee "$out/results/tumour_areas.txt"

@@ -36,7 +36,8 @@ def test_bundled_model_loads_offline_and_samples_plausible_pairs(monkeypatch):
     assert np.mean(areas > 0) > 0.75
     assert 100 < np.median(areas) < 1500 and np.mean(areas > 200) > 0.35
     assert areas.max() < 0.3 * 128 * 128
-    selected = pipeline(num_samples=4, generator=torch.Generator().manual_seed(1), min_mask_area=200, output_type="np")
+    selected = pipeline(num_samples=4, generator=torch.Generator().manual_seed(1), min_tumour_area=200,
+                        output_type="np")
     assert np.all(selected.tumour_areas >= 200)
 
 

@@ -55,15 +55,15 @@ def test_samples_match_a_bare_decoder_and_are_seeded(tiny_config):
     assert not torch.equal(out.images, other.images)
 
 
-def test_min_mask_area_rejects_small_tumours_and_bounds_draws(tiny_config):
+def test_min_tumour_area_rejects_small_tumours_and_bounds_draws(tiny_config):
     pipeline = make_pipeline(tiny_config)
     everything = pipeline(num_samples=40, generator=seeded(), output_type="np")
     threshold = int(np.median(everything.tumour_areas))
-    kept = pipeline(num_samples=6, generator=seeded(), output_type="np", min_mask_area=threshold)
+    kept = pipeline(num_samples=6, generator=seeded(), output_type="np", min_tumour_area=threshold)
     assert len(kept.masks) == 6
     assert np.all(kept.tumour_areas >= threshold)
     with pytest.raises(SamplingBudgetExceeded, match=r"only \d+ of 3 samples"):
-        pipeline(num_samples=3, generator=seeded(), min_mask_area=16 * 16 + 1, max_draws=50)
+        pipeline(num_samples=3, generator=seeded(), min_tumour_area=16 * 16 + 1, max_draws=50)
 
 
 def test_multiclass_masks_are_class_ids(tiny_config):
@@ -121,7 +121,7 @@ def test_hub_paths_fail_clearly_offline(tiny_config, tmp_path, monkeypatch):
         (dict(num_samples=2, output_type="jpeg"), "output_type"),
         (dict(num_samples=2, mask_threshold=1.5), "mask_threshold"),
         (dict(num_samples=2, temperature=-1.0), "temperature"),
-        (dict(num_samples=2, min_mask_area=-3), "min_mask_area"),
+        (dict(num_samples=2, min_tumour_area=-3), "min_tumour_area"),
         (dict(num_samples=2, batch_size=0), "batch_size"),
     ],
 )

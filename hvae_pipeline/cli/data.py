@@ -2,8 +2,11 @@
 
 Example::
 
-    hvae-data prepare brats ../shared/data/brats-msd-flair --out data/msd \\
+    hvae-data prepare brats ../shared/data/brats-msd-flair --out data/msd --data-source msd-task01 \\
         --image-glob 'images/{case}_Tumor.nii.gz' --label-glob 'labels/{case}_Seg.nii.gz' --num-proc 2
+
+The dataset folder holds its card (``dataset/README.md``: licence and citation of the source, preprocessing, split)
+and a ``preview`` image column for the Hub's viewer.
 """
 
 from __future__ import annotations
@@ -12,9 +15,15 @@ import argparse
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
+
+from ..data.cards import DATA_SOURCES
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+    from huggingface_hub import DatasetCard
 
 HISTOGRAM_BIN_PX = 25  # the paper's balancing bin width
 # What `prepare` writes: --overwrite replaces a folder holding only these (see hvae_pipeline.output_folder).
@@ -47,6 +56,10 @@ def _parser() -> argparse.ArgumentParser:
     prepare.add_argument("--allow-unlabelled", action="store_true", help="keep cases without labels (all-zero masks)")
     prepare.add_argument("--num-proc", type=int, default=1)
     prepare.add_argument("--cache-dir", type=Path, help="reuse/store prepared datasets here (default: no cache)")
+    prepare.add_argument("--data-source", choices=sorted(DATA_SOURCES),
+                         help="origin of the data, for the dataset card's licence and citation: msd-task01 (CC BY-SA "
+                              "4.0), brats (BraTS data terms), hecktor (HECKTOR data terms) or unknown (default: "
+                              "implied by the detected layout, else unknown)")
     return parser
 
 
@@ -68,6 +81,54 @@ def _load(args: argparse.Namespace):
             label_convention=args.label_convention, image_glob=args.image_glob, label_glob=args.label_glob, **common,
         )
     return load_hecktor_slices(args.root, modalities=tuple(args.modalities or ("pt",)), label=args.label or "gtvp", **common)
+
+
+def _preprocessing(args: argparse.Namespace) -> list[str]:
+    """The preprocessing steps of ``prepare``, in words, for the dataset card."""
+    if args.kind == "pairs":
+        steps = [f"2D image and mask files matched by the patterns `{args.image_glob}` and `{args.mask_glob}` (the "
+                 f"patient is `{{case}}`), channels {args.channels or 'all'}; masks binarised (any non-zero value is "
+                 f"tumour); resized to {args.size} x {args.size} pixels."]
+    else:
+        modalities = args.modalities or (["flair"] if args.kind == "brats" else ["pt"])
+        label = args.label or ("whole_tumor" if args.kind == "brats" else "gtvp")
+        steps = [f"Channels (modalities, in order): {', '.join(modalities)}; target label: {label}.",
+                 f"Volumes reoriented to the closest RAS orientation, resampled to {args.size} x {args.size} x "
+                 f"{args.depth} voxels (trilinear images, per-label masks) and cut into axial slices shown in the "
+                 "radiological convention (nose up, the patient's right on the image's left)."]
+    steps.append({"minmax": "Intensities min-max normalised per slice and channel to [0, 1] (the paper's choice).",
+                  "zscore": "Intensities z-scored per volume and channel over the foreground.",
+                  "none": "Intensities left as read."}[args.normalization])
+    steps.append(f"Slices kept when their mask has at least {args.min_tumour_area} tumour pixels.")
+    if args.balance:
+        steps.append(f"Area-balanced subsampling (the paper's): tumour areas from 200 px in bins of {HISTOGRAM_BIN_PX} "
+                     f"px, seed {args.seed}.")
+    if args.patients:
+        steps.append(f"Only the patients {', '.join(args.patients)}.")
+    return steps
+
+
+SLICE_COLUMNS = {
+    "image": "float32 (C, H, W), one channel per modality",
+    "mask": "uint8 (H, W): 0 background, 1 tumour (binary targets) or class ids",
+    "patient_id": "the case's identifier in the source",
+    "slice_index": "axial index in the resampled volume, inferior to superior (volumes); the file's index (pairs)",
+    "tumour_area": "tumour (non-zero) pixels of the mask",
+    "source": "the file layout the slices were read from (msd, brats2021, brats2023, hecktor..., glob, pairs)",
+    "preview": "PNG of the slice (first channel) with its tumour coloured over it (for viewers)",
+}
+
+
+def _card(args: argparse.Namespace, dataset: "Dataset") -> "DatasetCard":
+    """The dataset card of the prepared slices; warns on stderr when their licence is unknown."""
+    from ..data.cards import infer_data_source, prepared_dataset_card
+
+    source = args.data_source or infer_data_source(args.kind, sorted(set(dataset["source"])))
+    if source == "unknown":
+        print("hvae-data: warning: the data's origin (licence, citation) is not known from its layout; the dataset "
+              f"card says so. Pass --data-source ({', '.join(sorted(DATA_SOURCES))})", file=sys.stderr)
+    return prepared_dataset_card(DATA_SOURCES[source], f"{args.root.resolve().name} slices ({args.kind})",
+                                 len(dataset), len(set(dataset["patient_id"])), _preprocessing(args), SLICE_COLUMNS)
 
 
 def summarize(patient_ids: Sequence[str], areas: np.ndarray) -> tuple[str, np.ndarray, np.ndarray]:
@@ -99,6 +160,7 @@ def _save_histogram(counts: np.ndarray, edges: np.ndarray, path: Path, title: st
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``hvae-data``; returns the exit code (0 success, 2 bad input)."""
+    from hvae_pipeline.export import add_preview_column, save_dataset
     from hvae_pipeline.output_folder import atomic_directory
 
     parser = _parser()
@@ -112,7 +174,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         with atomic_directory(args.out, OWN_OUTPUTS, overwrite=args.overwrite, argument="--out") as temporary:
             dataset = _load(args)
             text, counts, edges = summarize(list(dataset["patient_id"]), np.asarray(dataset["tumour_area"]))
-            dataset.save_to_disk(str(temporary / "dataset"))
+            card = _card(args, dataset)
+            dataset = add_preview_column(dataset)
+            save_dataset(dataset, temporary / "dataset", card)
             if args.parquet:
                 dataset.to_parquet(str(temporary / "slices.parquet"))
             _save_histogram(counts, edges, temporary / "area_histogram.png", f"{args.kind}: {args.root.name}")
@@ -121,7 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"hvae-data: error: {exc}", file=sys.stderr)
         return 2
     print(text)
-    print(f"written to {args.out} (dataset/, area_histogram.png, summary.txt{', slices.parquet' if args.parquet else ''})")
+    print(f"written to {args.out} (dataset/ with its card README.md, area_histogram.png, summary.txt"
+          f"{', slices.parquet' if args.parquet else ''})")
     return 0
 
 

@@ -35,8 +35,9 @@ from pathlib import Path
 from typing import Sequence
 
 from ..evaluation.segmentation import UNET_PROTOCOLS
-from ..pipeline import PRIORS
+from ..pipeline import PAPER_MIN_TUMOUR_AREA, PRIORS
 from ..validation import MAX_SEED
+from .options import add_min_tumour_area_option, check_device
 
 PROGRAM = "hvae-evaluate"
 
@@ -80,8 +81,8 @@ def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
 def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
     _add_output_arguments(parser)
     sampling = parser.add_argument_group("synthetic sampling (paper: threshold 0.5, mask area > 200 px)")
-    sampling.add_argument("--min-mask-area", type=int, default=201,
-                          help="keep samples whose mask has >= this many px (201 = the paper's > 200 px)")
+    add_min_tumour_area_option(sampling, "--sampling-min-tumour-area", PAPER_MIN_TUMOUR_AREA,
+                               "keep samples whose mask has >= this many px (201 = the paper's > 200 px)")
     sampling.add_argument("--mask-threshold", type=float, default=0.5, help="mask probability threshold (0.5)")
     sampling.add_argument("--sampling-batch-size", type=int, default=32, help="latents decoded per pass (32)")
     sampling.add_argument("--prior", choices=PRIORS, default="auto",
@@ -186,21 +187,7 @@ def _check_numbers(args: argparse.Namespace) -> None:
     for option in ("--device", "--sampling-device"):
         device = getattr(args, option.lstrip("-").replace("-", "_"), None)
         if device is not None:
-            _check_device(option, device)
-
-
-def _check_device(option: str, text: str) -> None:
-    """Raise ``ValueError`` unless ``text`` names a device this machine can compute on."""
-    import torch
-
-    try:
-        device = torch.device(text)
-    except RuntimeError:
-        raise ValueError(f"{option} {text}: not a torch device; pass cpu or cuda") from None
-    if device.type == "meta":  # holds shapes only: the first value read fails deep inside training
-        raise ValueError(f"{option} {text}: the meta device holds no values; pass cpu or cuda")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"{option} {text}: no CUDA device is available here; pass cpu")
+            check_device(option, device)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -239,8 +226,8 @@ def _run(args: argparse.Namespace) -> int:
         print((args.out / "likelihood.md").read_text())
         print(f"Reports: {', '.join(str(path) for path in outcome.files.values())}")
         return 0
-    sampling = SamplingSettings(args.min_mask_area, args.mask_threshold, args.sampling_batch_size, args.prior,
-                                args.sampling_device)
+    sampling = SamplingSettings(args.sampling_min_tumour_area, args.mask_threshold, args.sampling_batch_size,
+                                args.prior, args.sampling_device)
     if args.command == "augmentation":
         if args.num_seeds < 1:
             raise ValueError(f"--num-seeds must be >= 1, got {args.num_seeds}")

@@ -20,12 +20,11 @@ from .likelihood import LikelihoodOutcome, LikelihoodSettings, run_likelihood
 from .real_data import RealDataSpec, RealSplit, load_real_split
 from .records import SettingsMismatch
 from .segmentation import UNetSettings
-from .synthetic import PAPER_MIN_MASK_AREA, SamplingSettings
+from .synthetic import SamplingSettings
 
 __all__ = [
     "DEFAULT_COUNTS",
     "DEFAULT_NUM_SEEDS",
-    "PAPER_MIN_MASK_AREA",
     "AugmentationGrid",
     "AugmentationOutcome",
     "GeneratorSpec",

@@ -1,7 +1,8 @@
 """Synthetic (image, mask) pairs drawn as the paper does, cached on disk so that evaluations resume cheaply.
 
 Sampling follows the paper: ``z`` from the prior, decoded, mask = ``sigmoid(logit) > 0.5``, and samples whose mask
-has 200 px or fewer are rejected (``min_mask_area=201`` here, because the pipeline keeps areas ``>= min_mask_area``).
+has 200 px or fewer are rejected (``min_tumour_area=201`` here, because the pipeline keeps areas
+``>= min_tumour_area``).
 The prior is the pipeline's default unless ``prior`` says otherwise: its fitted latent prior when it has one,
 ``N(0, I)`` (the paper's) when not.
 
@@ -25,12 +26,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..pipeline import PRIORS, HVAEPipeline, SamplingBudgetExceeded
+from ..pipeline import PAPER_MIN_TUMOUR_AREA, PRIORS, HVAEPipeline, SamplingBudgetExceeded
 from .generators import GeneratorSpec, load_generator, model_fingerprint
 
 SAMPLES_PER_CHUNK = 100
-# The paper rejects masks of 200 px or less (at 128 x 128); the pipeline keeps masks with area >= min_mask_area.
-PAPER_MIN_MASK_AREA = 201
 
 
 @dataclass(frozen=True)
@@ -38,7 +37,7 @@ class SamplingSettings:
     """How synthetic pairs are drawn.
 
     Args:
-        min_mask_area: keep samples with at least this many tumour pixels (paper: area > 200 px, i.e. 201).
+        min_tumour_area: keep samples with at least this many tumour pixels (paper: area > 200 px, i.e. 201).
         mask_threshold: probability above which a mask pixel is tumour (paper: 0.5).
         batch_size: latents decoded per forward pass (part of the definition of the samples: with rejection,
             which latents are drawn together depends on it).
@@ -48,15 +47,15 @@ class SamplingSettings:
             so a rejection: GPU-drawn pairs are recorded and cached apart from CPU-drawn ones.
     """
 
-    min_mask_area: int = PAPER_MIN_MASK_AREA
+    min_tumour_area: int = PAPER_MIN_TUMOUR_AREA
     mask_threshold: float = 0.5
     batch_size: int = 32
     prior: str = "auto"
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        if self.min_mask_area < 0:
-            raise ValueError(f"min_mask_area must be >= 0, got {self.min_mask_area}")
+        if self.min_tumour_area < 0:
+            raise ValueError(f"min_tumour_area must be >= 0, got {self.min_tumour_area}")
         if not 0.0 < self.mask_threshold < 1.0:
             raise ValueError(f"mask_threshold must be in (0, 1), got {self.mask_threshold}")
         if self.batch_size < 1:
@@ -72,8 +71,10 @@ class SamplingSettings:
     def identity(self) -> dict[str, Any]:
         """The settings as recorded with results and cached samples. ``prior="auto"`` is left out: it means "as the
         saved pipeline samples", which the model fingerprint already pins; ``device="cpu"`` is left out too. So
-        records made before these options existed stay valid."""
+        records made before these options existed stay valid. For the same reason the minimum tumour area is recorded
+        under the key records and caches have always used, ``min_mask_area``."""
         settings = asdict(self)
+        settings["min_mask_area"] = settings.pop("min_tumour_area")
         if self.prior == "auto":
             del settings["prior"]
         if self.device == "cpu":
@@ -133,7 +134,7 @@ class SyntheticPairs:
                 num_samples=SAMPLES_PER_CHUNK,
                 generator=torch.Generator().manual_seed(chunk_seed(seed, chunk)),
                 mask_threshold=self.settings.mask_threshold,
-                min_mask_area=self.settings.min_mask_area,
+                min_tumour_area=self.settings.min_tumour_area,
                 batch_size=self.settings.batch_size,
                 output_type="np",
                 prior=self.settings.prior,

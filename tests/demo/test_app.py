@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import zipfile
 from pathlib import Path
 
@@ -104,7 +105,30 @@ def test_friendly_errors_become_gradio_errors_with_their_message() -> None:
 def test_command_line_defaults_stay_local() -> None:
     args = build_parser().parse_args([])
 
-    assert (args.model, args.host, args.port, args.share) == (None, "127.0.0.1", None, False)
+    assert (args.model, args.host, args.port, args.share, args.device) == (None, "127.0.0.1", None, False, "cpu")
+
+
+@pytest.mark.parametrize(("device", "message"), [
+    ("meta", "--device meta: the meta device holds no values"),
+    ("tpu7", "--device tpu7: not a torch device"),
+])
+def test_unusable_device_exits_with_a_message_before_loading(device: str, message: str, capsys, monkeypatch) -> None:
+    monkeypatch.setattr(sys.modules[main.__module__], "load_pipeline", lambda model: pytest.fail("loaded a model"))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--device", device])
+
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_the_model_runs_on_the_chosen_device(tiny_pipeline: HVAEPipeline, monkeypatch) -> None:
+    launched = []
+    app = sys.modules[main.__module__]
+    monkeypatch.setattr(app, "load_pipeline", lambda model: (tiny_pipeline, "tiny"))
+    monkeypatch.setattr(app, "launch", lambda demo, **options: launched.append(options))
+
+    assert main(["--device", "cpu"]) == 0
+    assert tiny_pipeline.device.type == "cpu" and launched == [{"host": "127.0.0.1", "port": None, "share": False}]
+
 
 
 def test_missing_model_exits_with_a_message(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

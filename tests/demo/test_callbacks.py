@@ -23,7 +23,7 @@ from hvae_pipeline.visualization import CLASS_COLOURS
 
 
 def _generate(pipeline: HVAEPipeline, seed: int = 0, num_samples: int = 3, **overrides) -> callbacks.SampleSet:
-    settings = dict(temperature=1.0, mask_threshold=0.5, min_mask_area=0) | overrides
+    settings = dict(temperature=1.0, mask_threshold=0.5, min_tumour_area=0) | overrides
     return callbacks.generate_samples(pipeline, seed, num_samples, **settings)
 
 
@@ -35,14 +35,19 @@ def test_generate_is_seeded_and_reports_tumour_areas(tiny_pipeline: HVAEPipeline
     np.testing.assert_array_equal(first.images, again.images)  # widgets send seeds as floats: same samples
     assert not np.array_equal(first.images, other.images)
     np.testing.assert_array_equal(first.tumour_areas, (first.masks > 0).sum(axis=(1, 2)))
-    assert first.seed == 7 and first.settings == {"temperature": 1.0, "mask_threshold": 0.5, "min_mask_area": 0}
+    assert first.seed == 7 and first.settings == {"temperature": 1.0, "mask_threshold": 0.5, "min_tumour_area": 0}
+
+
+def test_the_sample_tab_starts_from_the_papers_minimum_area_at_its_slice_size() -> None:
+    assert callbacks.default_min_tumour_area(128) == callbacks.default_min_tumour_area(240) == 201
+    assert callbacks.default_min_tumour_area(16) == 0  # 201 of 256 px: nearly no sample would pass
 
 
 def test_generate_keeps_only_masks_above_the_minimum_area(tiny_pipeline: HVAEPipeline) -> None:
     areas = _generate(tiny_pipeline, num_samples=20).tumour_areas
     threshold = int(np.median(areas))
 
-    kept = _generate(tiny_pipeline, num_samples=4, min_mask_area=threshold)
+    kept = _generate(tiny_pipeline, num_samples=4, min_tumour_area=threshold)
 
     assert (kept.tumour_areas >= threshold).all()
 
@@ -55,7 +60,7 @@ def test_generate_keeps_only_masks_above_the_minimum_area(tiny_pipeline: HVAEPip
         ({"seed": -1}, "Seed must be between 0"),
         ({"temperature": 3.0}, "Temperature must be between 0 and 2"),
         ({"mask_threshold": 1.0}, "Mask threshold must be strictly between 0 and 1"),
-        ({"min_mask_area": 16 * 16 + 1}, "Minimum tumour area must be between 0 and 256"),
+        ({"min_tumour_area": 16 * 16 + 1}, "Minimum tumour area must be between 0 and 256"),
     ],
 )
 def test_generate_refuses_out_of_range_settings(tiny_pipeline: HVAEPipeline, overrides: dict, message: str) -> None:
@@ -65,7 +70,7 @@ def test_generate_refuses_out_of_range_settings(tiny_pipeline: HVAEPipeline, ove
 
 def test_generate_explains_an_unreachable_minimum_area(tiny_pipeline: HVAEPipeline) -> None:
     with pytest.raises(DemoInputError, match="lower the minimum tumour area"):
-        _generate(tiny_pipeline, min_mask_area=16 * 16, mask_threshold=0.95)
+        _generate(tiny_pipeline, min_tumour_area=16 * 16, mask_threshold=0.95)
 
 
 def test_gallery_shows_image_mask_and_coloured_overlay_with_areas(tiny_pipeline: HVAEPipeline) -> None:

@@ -17,14 +17,14 @@ TINY_UNET = ["--unet-channels", "4", "8", "--unet-res-units", "1", "--epochs", "
 QUIET = ["--no-progress", "--num-threads", "1"]
 # The paper's area > 200 px is for 128 x 128 slices; 32 x 32 slices have 1/16 of the pixels. The untrained tiny
 # generator below makes masks of about 100-150 px, so this bound also exercises the rejection of small masks.
-TINY_MIN_MASK_AREA = 110
-TINY_SAMPLING = ["--min-mask-area", str(TINY_MIN_MASK_AREA)]
+TINY_MIN_TUMOUR_AREA = 110
+TINY_SAMPLING = ["--sampling-min-tumour-area", str(TINY_MIN_TUMOUR_AREA)]
 
 
 def save_tiny_generator(folder: Path, seed: int = 0) -> Path:
     """Save an untrained two-level HVAE pipeline for 32 x 32 slices into ``folder`` and return it.
 
-    Untrained (seed 0), its masks cover about 100-150 px: :data:`TINY_MIN_MASK_AREA` rejects some of them.
+    Untrained (seed 0), its masks cover about 100-150 px: :data:`TINY_MIN_TUMOUR_AREA` rejects some of them.
     """
     torch.manual_seed(seed)
     model = HVAEModel(sample_size=TINY_SIZE, block_out_channels=(8, 16), layers_per_block=1,

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from evaluation_helpers import TINY_MIN_MASK_AREA, TINY_SIZE, save_tiny_generator
+from evaluation_helpers import TINY_MIN_TUMOUR_AREA, TINY_SIZE, save_tiny_generator
 
 import hvae_pipeline.evaluation.synthetic as synthetic
 from hvae_pipeline.evaluation import AugmentationGrid, GeneratorSpec, RealDataSpec, SamplingSettings, UNetSettings
@@ -20,11 +20,12 @@ def generator(tmp_path_factory) -> GeneratorSpec:
 
 
 def test_pairs_follow_the_sampling_rules_and_smaller_counts_are_nested(generator, tmp_path):
-    source = SyntheticPairs(generator, SamplingSettings(min_mask_area=TINY_MIN_MASK_AREA), tmp_path, progress=False)
+    source = SyntheticPairs(generator, SamplingSettings(min_tumour_area=TINY_MIN_TUMOUR_AREA), tmp_path,
+                            progress=False)
     images, masks = source.pairs(SAMPLES_PER_CHUNK + 5, seed=3)  # two chunks
     assert images.shape == (SAMPLES_PER_CHUNK + 5, 1, TINY_SIZE, TINY_SIZE) and images.dtype == torch.float32
     assert masks.dtype == torch.uint8 and set(masks.unique().tolist()) <= {0, 1}
-    assert (masks.flatten(1).sum(1) >= TINY_MIN_MASK_AREA).all()
+    assert (masks.flatten(1).sum(1) >= TINY_MIN_TUMOUR_AREA).all()
     few_images, few_masks = source.pairs(7, seed=3)
     assert torch.equal(few_images, images[:7]) and torch.equal(few_masks, masks[:7])
     other_seed, _ = source.pairs(7, seed=4)
@@ -32,7 +33,7 @@ def test_pairs_follow_the_sampling_rules_and_smaller_counts_are_nested(generator
 
 
 def test_cached_pairs_are_reused_without_sampling(generator, tmp_path, monkeypatch):
-    settings = SamplingSettings(min_mask_area=TINY_MIN_MASK_AREA)
+    settings = SamplingSettings(min_tumour_area=TINY_MIN_TUMOUR_AREA)
     first = SyntheticPairs(generator, settings, tmp_path, progress=False).pairs(10, seed=0)
     assert len(list((tmp_path / "tiny").glob("seed0-*.npz"))) == 1
 
@@ -44,7 +45,7 @@ def test_cached_pairs_are_reused_without_sampling(generator, tmp_path, monkeypat
     assert torch.equal(again[0][:10], first[0]) and torch.equal(again[1][:10], first[1])
     # Another sampling setting is another cache file: it must sample, so it reaches the patched loader.
     with pytest.raises(AssertionError, match="the generator was loaded"):
-        SyntheticPairs(generator, SamplingSettings(min_mask_area=0), tmp_path, progress=False).pairs(10, seed=0)
+        SyntheticPairs(generator, SamplingSettings(min_tumour_area=0), tmp_path, progress=False).pairs(10, seed=0)
 
 
 def test_unet_training_is_set_by_its_seed():
@@ -83,7 +84,7 @@ def test_prior_setting_picks_the_latents_and_keeps_old_records_valid(tmp_path):
     fitted = GeneratorSpec("fitted", tmp_path / "fitted")
 
     def pairs(spec, prior):
-        settings = SamplingSettings(min_mask_area=0, prior=prior)
+        settings = SamplingSettings(min_tumour_area=0, prior=prior)
         return SyntheticPairs(spec, settings, tmp_path / "cache", progress=False).pairs(5, seed=0)[0]
 
     # "standard" samples N(0, I) from a pipeline with a fitted prior: exactly what the same weights without one do.
@@ -103,9 +104,10 @@ def test_sampling_device_is_recorded_apart_from_cpu_and_checked(generator, tmp_p
     # since TF32 convolutions can flip a threshold pixel and so a rejection.
     assert "device" not in SamplingSettings().identity()
     assert SamplingSettings(device="cuda").identity()["device"] == "cuda"
-    cpu = SyntheticPairs(generator, SamplingSettings(min_mask_area=0), tmp_path, progress=False)
-    explicit_cpu = SyntheticPairs(generator, SamplingSettings(min_mask_area=0, device="cpu"), tmp_path, progress=False)
-    gpu = SyntheticPairs(generator, SamplingSettings(min_mask_area=0, device="cuda"), tmp_path, progress=False)
+    cpu = SyntheticPairs(generator, SamplingSettings(min_tumour_area=0), tmp_path, progress=False)
+    explicit_cpu = SyntheticPairs(generator, SamplingSettings(min_tumour_area=0, device="cpu"), tmp_path,
+                                  progress=False)
+    gpu = SyntheticPairs(generator, SamplingSettings(min_tumour_area=0, device="cuda"), tmp_path, progress=False)
     assert cpu.cache_path(0) == explicit_cpu.cache_path(0) != gpu.cache_path(0)
     assert torch.equal(cpu.pairs(3, seed=0)[0], explicit_cpu.pairs(3, seed=0)[0])
     with pytest.raises(ValueError, match="sampling device 'gpu0' is not a torch device"):

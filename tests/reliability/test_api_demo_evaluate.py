@@ -41,7 +41,7 @@ def test_api_temperature_must_be_a_finite_number_above_zero(pipeline, temperatur
     ("mask_threshold", math.nan, "Mask threshold must be a finite number"),
 ])
 def test_demo_sample_fields_refuse_non_numbers(pipeline, field, value, message):
-    settings = dict(seed=0, num_samples=2, temperature=1.0, mask_threshold=0.5, min_mask_area=0)
+    settings = dict(seed=0, num_samples=2, temperature=1.0, mask_threshold=0.5, min_tumour_area=0)
     settings[field] = value
     with pytest.raises(DemoInputError, match=message.replace("(", r"\(")):
         callbacks.generate_samples(pipeline, **settings)

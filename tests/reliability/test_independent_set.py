@@ -46,7 +46,7 @@ def one_error_line(err: str, message: str) -> bool:
 @pytest.mark.parametrize("arguments, message", [
     (["--seed", "-1"], "--seed must be in [0, 9223372036854775807] (2**63 - 1), got -1"),  # was: exit 0, seed wrapped
     (["--seed", str(2**64)], f"--seed must be in [0, 9223372036854775807] (2**63 - 1), got {2**64}"),  # was: exit 1
-    (["--min-mask-area", "257"], "min_mask_area=257 px: a 16x16 mask has 256 px; pass a smaller"),  # was: exit 1
+    (["--min-tumour-area", "257"], "min_tumour_area=257 px: a 16x16 mask has 256 px; pass a smaller"),  # was: exit 1
     (["--batch-size", "2.5"], "argument --batch-size: invalid int value: '2.5'"),
     (["--format", "tiff"], "argument --format: invalid choice: 'tiff'"),
 ])
@@ -290,10 +290,10 @@ def test_api_sampling_arguments(pipeline, arguments, message):
     assert message in str(error.value)
 
 
-def test_api_min_mask_area_beyond_the_mask_fails_before_drawing(pipeline, monkeypatch):
+def test_api_min_tumour_area_beyond_the_mask_fails_before_drawing(pipeline, monkeypatch):
     monkeypatch.setattr(HVAEPipeline, "prior_latents", lambda *args: pytest.fail("drew latents"))  # was: 1000 draws
-    with pytest.raises(SamplingBudgetExceeded, match="a 16x16 mask has 256 px; pass a smaller min_mask_area"):
-        pipeline(num_samples=1, min_mask_area=16 * 16 + 1, output_type="np")
+    with pytest.raises(SamplingBudgetExceeded, match="a 16x16 mask has 256 px; pass a smaller min_tumour_area"):
+        pipeline(num_samples=1, min_tumour_area=16 * 16 + 1, output_type="np")
 
 
 def test_api_negative_seed_generator_is_reproducible(pipeline):

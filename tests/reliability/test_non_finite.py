@@ -141,5 +141,5 @@ def test_generate_refuses_absurd_temperatures(tiny_pipeline_folder, tmp_path, ca
 def test_generate_accepts_the_largest_temperature(tiny_pipeline_folder, tmp_path):
     out = tmp_path / "out"
     assert generate.main(["--model", str(tiny_pipeline_folder), "--num-samples", "1", "--out", str(out),
-                          "--temperature", "100"]) == 0
+                          "--temperature", "100", "--min-tumour-area", "0"]) == 0
     assert (out / "manifest.csv").is_file()

@@ -15,6 +15,7 @@ from reliability_helpers import hidden_entries, run_cli
 
 from hvae_pipeline.cli import data as data_cli
 from hvae_pipeline.cli import generate
+from hvae_pipeline.export import SampleFolderWriter
 from hvae_pipeline.output_folder import OutputFolderError, atomic_directory
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -22,7 +23,9 @@ OWNED = ("result.txt",)
 
 
 def generate_args(model: Path, out: str | Path, *extra: str) -> list[str]:
-    return ["--model", str(model), "--num-samples", "3", "--batch-size", "2", "--out", str(out), *extra]
+    # Every pair is kept: the tiny model's masks are too small for the default (the paper's > 200 px).
+    return ["--model", str(model), "--num-samples", "3", "--batch-size", "2", "--min-tumour-area", "0", "--out",
+            str(out), *extra]
 
 
 @pytest.fixture
@@ -123,13 +126,13 @@ def test_generate_keeps_an_empty_out_and_a_file_put_there_during_the_run(tiny_pi
                                                                          capsys):
     out = tmp_path / "out"
     out.mkdir()
-    write_pairs = generate._write_pairs
+    add = SampleFolderWriter.add
 
     def user_writes_meanwhile(*args, **kwargs):
         (out / "notes.txt").write_text("precious")
-        return write_pairs(*args, **kwargs)
+        add(*args, **kwargs)
 
-    monkeypatch.setattr(generate, "_write_pairs", user_writes_meanwhile)
+    monkeypatch.setattr(SampleFolderWriter, "add", user_writes_meanwhile)
     code, err = run_cli(generate.main, generate_args(tiny_pipeline_folder, out), capsys)
     assert code == 2 and "holds files this tool did not write (notes.txt)" in err
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"] and (out / "notes.txt").read_text() == "precious"
@@ -141,13 +144,13 @@ def test_generate_overwrite_restores_the_previous_output_when_a_file_appeared(ti
     out = tmp_path / "out"
     assert generate.main(generate_args(tiny_pipeline_folder, out)) == 0
     previous = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    write_pairs = generate._write_pairs
+    add = SampleFolderWriter.add
 
     def user_writes_meanwhile(*args, **kwargs):
         (out / "notes.txt").write_text("precious")
-        return write_pairs(*args, **kwargs)
+        add(*args, **kwargs)
 
-    monkeypatch.setattr(generate, "_write_pairs", user_writes_meanwhile)
+    monkeypatch.setattr(SampleFolderWriter, "add", user_writes_meanwhile)
     code, err = run_cli(generate.main, generate_args(tiny_pipeline_folder, out, "--overwrite", "--seed", "5"), capsys)
     assert code == 2 and "(notes.txt)" in err
     now = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
@@ -157,8 +160,8 @@ def test_generate_overwrite_restores_the_previous_output_when_a_file_appeared(ti
 
 def test_generate_failure_removes_staging_and_the_folders_it_created(tiny_pipeline_folder, tmp_path, capsys):
     out = tmp_path / "new" / "deeper" / "out"
-    code, err = run_cli(generate.main, generate_args(tiny_pipeline_folder, out, "--min-mask-area", "256"), capsys)
-    assert code == 1 and "min_mask_area=256" in err
+    code, err = run_cli(generate.main, generate_args(tiny_pipeline_folder, out, "--min-tumour-area", "256"), capsys)
+    assert code == 1 and "min_tumour_area=256" in err
     assert list(tmp_path.iterdir()) == []
 
 
@@ -170,15 +173,16 @@ def test_generate_killed_while_writing_leaves_nothing(tiny_pipeline_folder, tmp_
         import sys, time
         from hvae_pipeline.cli import generate
 
-        write_pairs = generate._write_pairs
+        from hvae_pipeline.export import SampleFolderWriter
 
-        def slow_write(*args, **kwargs):
-            names = write_pairs(*args, **kwargs)
+        add = SampleFolderWriter.add
+
+        def slow_add(*args, **kwargs):
+            add(*args, **kwargs)
             print("WRITTEN", flush=True)
             time.sleep(120)
-            return names
 
-        generate._write_pairs = slow_write
+        SampleFolderWriter.add = slow_add
         sys.exit(generate.main(sys.argv[1:]))
     """)
     environment = dict(os.environ, OMP_NUM_THREADS="1")

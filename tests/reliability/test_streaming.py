@@ -14,11 +14,11 @@ from hvae_pipeline import HVAEPipeline
 from hvae_pipeline.cli import generate
 
 
-@pytest.mark.parametrize("min_mask_area", [0, 40])
-def test_sample_batches_yields_the_pairs_of_one_call(tiny_pipeline_folder, min_mask_area):
+@pytest.mark.parametrize("min_tumour_area", [0, 40])
+def test_sample_batches_yields_the_pairs_of_one_call(tiny_pipeline_folder, min_tumour_area):
     pipeline = HVAEPipeline.from_pretrained(str(tiny_pipeline_folder))
     pipeline.set_progress_bar_config(disable=True)
-    settings = dict(num_samples=7, batch_size=3, min_mask_area=min_mask_area, output_type="np")
+    settings = dict(num_samples=7, batch_size=3, min_tumour_area=min_tumour_area, output_type="np")
     whole = pipeline(generator=torch.Generator().manual_seed(2), **settings)
     batches = list(pipeline.sample_batches(generator=torch.Generator().manual_seed(2), **settings))
     assert all(1 <= len(batch.images) <= 3 for batch in batches)
@@ -37,7 +37,8 @@ def test_generate_writes_each_batch_before_sampling_the_next(tiny_pipeline_folde
         return decode_latents(self, latents, mask_threshold)
 
     monkeypatch.setattr(HVAEPipeline, "decode_latents", counting_decode)
-    argv = ["--model", str(tiny_pipeline_folder), "--num-samples", "19", "--batch-size", "4", "--out", str(out)]
+    argv = ["--model", str(tiny_pipeline_folder), "--num-samples", "19", "--batch-size", "4", "--min-tumour-area", "0",
+            "--out", str(out)]
     assert generate.main(argv) == 0
     assert on_disk == [0, 4, 8, 12, 16]
     with open(out / "manifest.csv") as handle:

@@ -119,7 +119,8 @@ def nifti_bytes(volume: np.ndarray) -> bytes:
 
 
 # ------------------------------------------------------------------------------------------------ pairs and manifest
-def write_pair(sink: FileSink, index: int, image: np.ndarray, mask: np.ndarray, file_format: str = "png") -> tuple[str, str]:
+def write_pair(sink: FileSink, index: int, image: np.ndarray, mask: np.ndarray,
+               file_format: str = "png") -> tuple[str, str]:
     """Write one pair as ``images/sample_NNNNN.*`` and ``masks/sample_NNNNN.*``.
 
     Args:
@@ -316,7 +317,8 @@ class SampleFolderWriter:
         self._images.append(images[:kept])
         self._masks.append(masks[:kept])
 
-    def finish(self, header: dict[str, Any], model: "GeneratingModel", sampling: dict[str, Any]) -> list[dict[str, Any]]:
+    def finish(self, header: dict[str, Any], model: "GeneratingModel",
+               sampling: dict[str, Any]) -> list[dict[str, Any]]:
         """Write the dataset (``"dataset"`` format), the manifest and the preview; return the manifest rows.
 
         Args:

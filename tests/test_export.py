@@ -35,7 +35,8 @@ def draw(pipeline: HVAEPipeline, output_type: str, num_samples: int = 3):
 
 
 def files(folder) -> dict[str, bytes]:
-    return {path.relative_to(folder).as_posix(): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+    return {path.relative_to(folder).as_posix(): path.read_bytes()
+            for path in sorted(folder.rglob("*")) if path.is_file()}
 
 
 def test_numpy_and_tensor_samples_export_to_the_same_files(pipeline, tmp_path):

@@ -84,7 +84,7 @@ def test_nifti_format(saved_pipeline, tmp_path):
 def test_dataset_format_has_a_card_a_preview_and_no_machine_paths(saved_pipeline, tmp_path):
     from datasets import load_from_disk
 
-    card_data = ModelCardData(license="cc-by-sa-4.0", datasets=["example/brats-slices"], library_name="diffusers")
+    card_data = ModelCardData(license="cc-by-sa-4.0", datasets=["msd-task01"], library_name="diffusers")
     ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n# A tiny model\n").save(saved_pipeline / "README.md")
     out = tmp_path / "dataset"
     assert generate(saved_pipeline, out, "--num-samples", "3", "--format", "dataset", "--seed", "4", *RAW) == 0
@@ -101,10 +101,12 @@ def test_dataset_format_has_a_card_a_preview_and_no_machine_paths(saved_pipeline
     np.testing.assert_array_equal(np.asarray(preview), overlay(stored["image"][0], stored["mask"]))
 
     card = DatasetCard.load(out / "dataset" / "README.md")
-    assert card.data.license == "cc-by-sa-4.0" and card.data.source_datasets == ["example/brats-slices"]
+    assert card.data.license == "cc-by-sa-4.0" and card.data.source_datasets == ["msd-task01"]
     assert "synthetic" in card.data.tags and card.data.annotations_creators == ["machine-generated"]
     assert "Synthetic, not for clinical use." in card.text and "- seed: 4" in card.text
     assert "arXiv:2311.10472" in card.text and str(tmp_path) not in card.content
+    # The model's training data are named and cited (CC BY-SA asks derived data to credit the source).
+    assert "Medical Segmentation Decathlon" in card.text and "antonelli2022decathlon" in card.text
 
 
 def test_dataset_card_of_a_model_without_a_card_says_the_licence_is_unknown(saved_pipeline, tmp_path):

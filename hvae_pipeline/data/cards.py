@@ -242,7 +242,10 @@ def synthetic_dataset_card(
         columns: Column name -> meaning.
     """
     licence = model.license or "unknown"
-    trained_on = ", ".join(model.datasets) if model.datasets else "see the generating model's card"
+    # Known training sources are named and cited: CC BY-SA asks derived data to credit its source.
+    known = [DATA_SOURCES[name] for name in model.datasets if name in DATA_SOURCES]
+    trained_on = "; ".join(DATA_SOURCES[name].title if name in DATA_SOURCES else name for name in model.datasets)
+    citations = [_KEBAILI_2023] + list(dict.fromkeys(entry for source in known for entry in source.citations))
     data = DatasetCardData(
         license=licence,
         pretty_name=f"Synthetic image + tumour-mask pairs from {model.name}",
@@ -259,10 +262,10 @@ def synthetic_dataset_card(
         "the images are not diagnostic.",
         f"## Generating model and licence\n\n- Model: {model.name}\n- Its licence: {licence} (the pairs are shared "
         f"under it: they derive from the model, and through it from its training data)\n- Its training data: "
-        f"{trained_on}",
+        f"{trained_on or 'see the generating model card'}",
         "## Sampling\n\n" + "\n".join(f"- {name}: {value}" for name, value in settings.items()),
         f"## Split\n\nOne split (`train` on the Hub) of {num_pairs} synthetic pairs, all drawn from the same model; "
         "keep them out of any test set of real patients.",
         _columns_section(columns),
-        _citation_section([_KEBAILI_2023], ""),
+        _citation_section(citations, ""),
     ])

@@ -34,7 +34,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from ..evaluation.segmentation import UNET_PROTOCOLS
+from ..evaluation.segmentation import UNET_PROTOCOLS, UNetSettings
 from ..pipeline import PAPER_MIN_TUMOUR_AREA, PRIORS
 from ..validation import MAX_SEED
 from .options import add_min_tumour_area_option, check_device
@@ -177,7 +177,9 @@ def _check_numbers(args: argparse.Namespace) -> None:
     learning_rate = getattr(args, "learning_rate", None)
     if learning_rate is not None and not (math.isfinite(learning_rate) and learning_rate > 0):
         raise ValueError(f"--learning-rate must be a finite number > 0, got {learning_rate}")
-    levels = len(getattr(args, "unet_channels", None) or [])
+    levels = 0
+    if args.command == "augmentation":
+        levels = len(args.unet_channels or UNetSettings.channels)
     # Below 2x2 at the bottom level the U-Net's instance norm fails in the first step, with a message about tensors.
     if levels and args.size < 2 ** levels:
         raise ValueError(f"--unet-channels: a U-Net with {levels} levels shrinks --size {args.size} slices below 2x2; "
@@ -194,7 +196,7 @@ def _run(args: argparse.Namespace) -> int:
     import torch
 
     from ..evaluation import (AugmentationGrid, ImageQualitySettings, LikelihoodSettings, RealDataSpec,
-                              SamplingSettings, UNetSettings, load_real_split, parse_generator, run_augmentation,
+                              SamplingSettings, load_real_split, parse_generator, run_augmentation,
                               run_image_quality, run_likelihood)
 
     _check_numbers(args)

@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("--demo-samples", type=int, default=16)
     args = parser.parse_args()
 
-    from demo import callbacks
+    from hvae_pipeline.demo import callbacks
     from hvae_pipeline.defaults import load_pipeline
 
     pipeline, description = load_pipeline()

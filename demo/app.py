@@ -1,4 +1,4 @@
-"""The Gradio app: ``hvae-demo`` or ``python -m demo.app [--model PATH_OR_REPO] [--host] [--port] [--share]``.
+"""The Gradio app: ``hvae-demo [--model PATH_OR_REPO] [--device] [--host] [--port] [--share]`` (``python -m hvae_pipeline.demo.app``).
 
 The app is local by default: it listens on 127.0.0.1, sends no analytics, loads no web fonts or scripts from the
 internet (Gradio 6 serves its fonts itself; analytics are switched off per app), and shares a public link only with ``--share``.
@@ -14,6 +14,7 @@ from typing import Any, Callable, Sequence
 import gradio as gr
 
 from hvae_pipeline.cli.options import check_device
+from hvae_pipeline.cli.version import add_version_option
 from hvae_pipeline.defaults import load_pipeline
 from hvae_pipeline.pipeline import HVAEPipeline
 
@@ -227,6 +228,7 @@ def launch(
 def build_parser() -> argparse.ArgumentParser:
     """The command line of ``hvae-demo``."""
     parser = argparse.ArgumentParser(prog="hvae-demo", description="Web demo of the HVAE pipeline (Gradio).")
+    add_version_option(parser)
     parser.add_argument("--model", default=None, help="pipeline folder or Hub id (default: the bundled model)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine)")
     parser.add_argument("--port", type=int, default=None, help="port (default: first free port from 7860)")

@@ -2,7 +2,7 @@
 
 Used by the browser test and to refresh the README's screenshot::
 
-    python -m demo.browser --out docs/demo-screenshot.png [--model PATH_OR_REPO]
+    python -m hvae_pipeline.demo.browser --out docs/demo-screenshot.png [--model PATH_OR_REPO]
 
 Chromium is started from the system (``scripts/install_browser.sh``), never downloaded, and every request to a host
 other than this machine is blocked and recorded, so a page that works here works offline.
@@ -109,7 +109,7 @@ def generate_in_page(page: "Page", url: str, num_samples: int, timeout_s: float 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Serve the demo on 127.0.0.1, generate samples in chromium and save a screenshot of the page."""
-    parser = argparse.ArgumentParser(prog="python -m demo.browser", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m hvae_pipeline.demo.browser", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("docs/demo-screenshot.png"), help="screenshot file (PNG)")
     parser.add_argument("--model", default=None, help="pipeline folder or Hub id (default: the bundled model)")
     parser.add_argument("--num-samples", type=int, default=8, help="samples to generate before the screenshot")

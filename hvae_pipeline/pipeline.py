@@ -273,7 +273,7 @@ class HVAEPipeline(DiffusionPipeline):
         has_fitted = self.latent_prior is not None  # registered as None when the pipeline has none
         if prior == "fitted" and not has_fitted:
             raise ValueError("prior='fitted' but this pipeline has no fitted latent prior; fit one with "
-                             "`python training/fit_latent_prior.py --pipeline FOLDER --config CONFIG`, or use "
+                             "`hvae-fit-prior --pipeline FOLDER --config CONFIG`, or use "
                              "prior='standard'")
         return "fitted" if prior == "fitted" or (prior == "auto" and has_fitted) else "standard"
 

@@ -12,18 +12,14 @@ training set as held-out real slices are new slices, not copies; samples much fa
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `training` from a checkout
-
-from hvae_pipeline import HVAEModel, HVAEPipeline  # noqa: E402
-from hvae_pipeline.evaluation.generators import parse_generator  # noqa: E402
-from hvae_pipeline.pipeline import PRIORS  # noqa: E402
-from training.config import ConfigError, load_config  # noqa: E402
-from training.data import dataset_to_tensors, load_slice_dataset  # noqa: E402
+from hvae_pipeline import HVAEModel, HVAEPipeline
+from hvae_pipeline.evaluation.generators import parse_generator
+from hvae_pipeline.pipeline import PRIORS
+from hvae_pipeline.training.config import ConfigError, load_config
+from hvae_pipeline.training.data import dataset_to_tensors, load_slice_dataset
 
 QUANTILES = (0.1, 0.5, 0.9)
 

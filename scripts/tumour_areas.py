@@ -13,16 +13,12 @@ does (``auto``: the fitted one when a pipeline has it). Binary masks only.
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `training` from a checkout
-
-from hvae_pipeline import HVAEPipeline  # noqa: E402
-from hvae_pipeline.evaluation.generators import parse_generator  # noqa: E402
-from hvae_pipeline.pipeline import PRIORS, tumour_area  # noqa: E402
+from hvae_pipeline import HVAEPipeline
+from hvae_pipeline.evaluation.generators import parse_generator
+from hvae_pipeline.pipeline import PRIORS, tumour_area
 
 
 def summary(name: str, areas: torch.Tensor, expected: torch.Tensor | None = None) -> str:
@@ -51,8 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     arguments = parser.parse_args(argv)
     real = None
     if arguments.real_config:
-        from training.config import load_config
-        from training.data import dataset_to_tensors, load_slice_dataset
+        from hvae_pipeline.training.config import load_config
+        from hvae_pipeline.training.data import dataset_to_tensors, load_slice_dataset
 
         data = load_config(arguments.real_config)["data"]
         real = dataset_to_tensors(load_slice_dataset(data, data["patients"]))

@@ -16,14 +16,12 @@ from safetensors.torch import load_file
 
 from hvae_pipeline import HVAEModel, HVAEPipeline, fit_latent_prior
 from hvae_pipeline.models.lsgan import LSGANModel
+from hvae_pipeline.training import plot_stages, train_hvae, train_lsgan
+from hvae_pipeline.training.config import ConfigError, load_config
+from hvae_pipeline.training.data import dataset_to_tensors, load_slice_dataset
+from hvae_pipeline.training.loop import EXIT_NON_FINITE, EXIT_PUSH_FAILED, initialise_from, run_training
 
 REPOSITORY = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPOSITORY))
-
-from training import plot_stages, train_hvae, train_lsgan  # noqa: E402
-from training.config import ConfigError, load_config  # noqa: E402
-from training.data import dataset_to_tensors, load_slice_dataset  # noqa: E402
-from training.loop import EXIT_NON_FINITE, EXIT_PUSH_FAILED, initialise_from, run_training  # noqa: E402
 
 # 16 x 16 phantoms and a two-level network: each step takes a few milliseconds.
 TINY = ["model.sample_size=16", "data.size=16", "data.num_phantom_slices=48", "training.batch_size=8",
@@ -371,7 +369,7 @@ def test_flow_only_stage_from_a_fixed_step_model_trains_the_flow_alone(tmp_path)
 
 def test_model_card_refreshed_with_the_learnt_flow_and_held_out_results(tmp_path, capsys):
     from hvae_pipeline.cli.evaluate import main as evaluate
-    from training import refresh_model_card
+    from hvae_pipeline.training import refresh_model_card
 
     out = tmp_path / "run"
     flow = ["model.learn_step_size=true", "model.learn_beta_zero=true", "model.beta_zero=0.5"]

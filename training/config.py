@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import math
 import re
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ from typing import Any, Callable, Sequence
 
 import yaml
 
-from training.data import DATA_KINDS
+from hvae_pipeline.training.data import DATA_KINDS
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -66,7 +67,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "lr_warmup_steps": 0,
         "gradient_accumulation_steps": 1,
         "max_grad_norm": 1.0,
-        "mixed_precision": "no",  # no | bf16 | fp16 (GPU only; CPUs stay in fp32)
+        # no | bf16 | fp16 (GPU only; CPUs stay in fp32). null: what `accelerate launch --mixed_precision` or
+        # `accelerate config` chose, else no.
+        "mixed_precision": None,
         "ema_decay": None,  # e.g. 0.999; None disables EMA weights
         "vae_warmup_steps": 0,  # first steps with the flow off (n_leapfrog=0): a cheap warm start
         "flow_learning_rate": None,  # HVAE: learning rate of the learnt step sizes and beta_zero (None: learning_rate)
@@ -84,7 +87,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "checkpoints_total_limit": 3,
         "sample_steps": 200,
         "log_steps": 10,
-        "report_to": "csv",  # csv | tensorboard (the CSV log is always written)
+        "report_to": "csv",  # csv, or an installed Accelerate tracker: tensorboard, wandb... (the CSV log is always written)
         "num_threads": None,  # torch CPU threads (None: torch's default)
         "dataloader_workers": 0,
     },
@@ -141,7 +144,8 @@ def _one_of(*choices: str) -> Rule:
 
 
 def _or_null(rule: Rule) -> Rule:
-    return Rule(f"{rule.expected} or null", lambda v: v is None or rule.accepts(v))
+    return Rule(f"{rule.expected} or null", lambda v: v is None or rule.accepts(v),
+                lambda v: None if v is None else rule.convert(v))
 
 
 _BOOLEAN = Rule("true or false", lambda v: isinstance(v, bool))
@@ -167,7 +171,7 @@ TRAINING_RULES: dict[str, Rule] = {
     "lr_warmup_steps": _integer_at_least(0),
     "gradient_accumulation_steps": _integer_at_least(1),
     "max_grad_norm": _or_null(_number_at_least(0)),  # null or 0: no clipping
-    "mixed_precision": _MIXED_PRECISION,
+    "mixed_precision": _or_null(_MIXED_PRECISION),
     "ema_decay": _or_null(Rule("a number in (0, 1)", lambda v: _is_number(v) and 0 < v < 1)),
     "vae_warmup_steps": _integer_at_least(0),
     "flow_learning_rate": _or_null(_number_above(0)),
@@ -184,7 +188,9 @@ TRAINING_RULES: dict[str, Rule] = {
     "checkpoints_total_limit": _or_null(_integer_at_least(0)),  # null or 0: keep every checkpoint
     "sample_steps": _integer_at_least(1),
     "log_steps": _integer_at_least(1),
-    "report_to": _one_of("csv", "tensorboard"),
+    # Whether that tracker is installed is checked by check_tracker, which names the ones that are.
+    "report_to": Rule("'csv' or the name of an Accelerate tracker, e.g. 'tensorboard'",
+                      lambda v: isinstance(v, str) and v.strip() != ""),
     "num_threads": _or_null(_integer_at_least(1)),
     "dataloader_workers": _integer_at_least(0),
 }
@@ -249,6 +255,43 @@ def validate_data(data: dict[str, Any]) -> dict[str, Any]:
     return checked
 
 
+def check_tracker(report_to: str) -> None:
+    """Check that ``training.report_to`` is ``"csv"`` (the CSV log only) or an Accelerate tracker installed here.
+
+    Raises:
+        ConfigError: naming the key, its value and the trackers that are installed.
+    """
+    if report_to == "csv":
+        return
+    from accelerate.tracking import LOGGER_TYPE_TO_CLASS, get_available_trackers
+
+    installed = sorted(str(tracker.value) for tracker in get_available_trackers())
+    if report_to not in LOGGER_TYPE_TO_CLASS:
+        raise ConfigError(f"training.report_to={report_to!r}: expected 'csv' or one of Accelerate's trackers "
+                          f"({_either(sorted(LOGGER_TYPE_TO_CLASS))}); installed here: {_either(['csv', *installed])}")
+    if report_to not in installed:
+        raise ConfigError(f"training.report_to={report_to!r}: the {report_to} tracker is not installed (installed "
+                          f"here: {_either(['csv', *installed])}); install it (pip install {report_to}) or choose an "
+                          "installed one")
+
+
+def dump_config(config: dict[str, dict[str, Any]]) -> str:
+    """A resolved config as YAML that :func:`load_config` reads back to the same dict (a run's ``config.yaml``).
+
+    Args:
+        config: as returned by :func:`load_config`.
+    """
+    return ("# Resolved training config (defaults, config file and overrides); rerun it with --config <this file>.\n"
+            + yaml.safe_dump(config, sort_keys=False))
+
+
+def flat_config(config: dict[str, dict[str, Any]]) -> dict[str, bool | int | float | str]:
+    """A resolved config as ``{"section.key": value}`` for experiment trackers, which take scalars only: null, lists
+    and mappings become their JSON text."""
+    return {f"{section}.{key}": value if isinstance(value, (bool, int, float, str)) else json.dumps(value)
+            for section, settings in config.items() for key, value in settings.items()}
+
+
 def _merge(base: dict, update: dict, where: str) -> dict:
     merged = copy.deepcopy(base)
     for key, value in update.items():
@@ -309,5 +352,6 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> dict[
         config[section][key] = value
     # Before any data is loaded: a bad value must not cost the user a dataset preparation first.
     config["training"] = validate_section("training", config["training"], TRAINING_RULES)
+    check_tracker(config["training"]["report_to"])
     config["data"] = validate_data(config["data"])
     return config

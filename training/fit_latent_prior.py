@@ -1,10 +1,10 @@
 """Fit the latent prior of a saved HVAE/VAE pipeline to its training slices, in place or into a new folder.
 
-    python training/fit_latent_prior.py --pipeline runs/cpu-128/pipeline --config cpu-128 [--out FOLDER]
-        [--source posterior|flow] [section.key=value ...]
+    hvae-fit-prior --pipeline runs/cpu-128/pipeline --config cpu-128 [--out FOLDER]
+        [--source posterior|flow] [section.key=value ...]   (in a checkout: python training/fit_latent_prior.py)
 
 The training slices are those of the config's ``data`` section and ``data.patients`` (the ones the model was trained
-on). Pipelines exported by ``training/train_hvae.py`` already carry a fitted prior (``training.fit_latent_prior``);
+on). Pipelines exported by ``hvae-train`` already carry a fitted prior (``training.fit_latent_prior``);
 this script serves pipelines saved before that, or refits on other slices. Everything else in the folder (weights,
 model card, previews) is kept; the folder is replaced only once the new one is complete.
 """
@@ -13,18 +13,16 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 from pathlib import Path
 from typing import Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python training/fit_latent_prior.py` from a checkout
+import torch
 
-import torch  # noqa: E402
-
-from hvae_pipeline import HVAEModel, HVAEPipeline, fit_latent_prior  # noqa: E402
-from hvae_pipeline.models.latent_prior import LATENT_SOURCES  # noqa: E402
-from training.config import ConfigError, load_config  # noqa: E402
-from training.data import dataset_to_tensors, load_slice_dataset  # noqa: E402
+from hvae_pipeline import HVAEModel, HVAEPipeline, fit_latent_prior
+from hvae_pipeline.cli.version import add_version_option
+from hvae_pipeline.models.latent_prior import LATENT_SOURCES
+from hvae_pipeline.training.config import ConfigError, load_config
+from hvae_pipeline.training.data import dataset_to_tensors, load_slice_dataset
 
 
 def write_with_prior(pipeline_dir: Path, out_dir: Path, pipeline: HVAEPipeline) -> None:
@@ -46,6 +44,7 @@ def write_with_prior(pipeline_dir: Path, out_dir: Path, pipeline: HVAEPipeline) 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_version_option(parser)
     parser.add_argument("--pipeline", type=Path, required=True, help="folder written by save_pretrained")
     parser.add_argument("--config", required=True, help="the training config (YAML file or name under training/configs/)")
     parser.add_argument("--out", type=Path, help="write the fitted pipeline here instead of in place")

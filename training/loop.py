@@ -21,9 +21,11 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
+from hvae_pipeline.cli.version import add_version_option
+from hvae_pipeline.evaluation.records import write_text_atomically
 from hvae_pipeline.hub import HubTarget, add_push_arguments, hub_target_from_arguments
-from training.config import DEFAULTS, ConfigError, load_config
-from training.data import dataset_to_tensors, load_slice_dataset
+from hvae_pipeline.training.config import DEFAULTS, ConfigError, dump_config, flat_config, load_config
+from hvae_pipeline.training.data import dataset_to_tensors, load_slice_dataset
 
 EXIT_NON_FINITE = 3
 EXIT_PUSH_FAILED = 4
@@ -214,13 +216,25 @@ def load_checkpoint(accelerator, candidates: Sequence[Path], announce: bool) -> 
     return 0
 
 
-def resolve_mixed_precision(requested: str) -> str:
-    """Keep fp32 off CUDA: bf16 autocast is ~20x slower on CPUs without bf16 units and fp16 is a no-op there."""
-    if requested not in ("no", "bf16", "fp16"):
-        raise ValueError(f"training.mixed_precision={requested!r}: expected 'no', 'bf16' or 'fp16'")
+# How `accelerate launch --mixed_precision ...` and the `accelerate config` file pass their choice to the process.
+LAUNCHER_PRECISION = "ACCELERATE_MIXED_PRECISION"
+
+
+def resolve_mixed_precision(configured: str | None) -> str:
+    """The precision to train in: ``training.mixed_precision`` when the config sets one, else the launcher's choice
+    (``accelerate launch --mixed_precision`` or ``accelerate config``, read from ``ACCELERATE_MIXED_PRECISION``), else
+    fp32 (``"no"``). Off CUDA the answer is always fp32: bf16 autocast is ~20x slower on CPUs without bf16 units and
+    fp16 autocast does nothing there.
+
+    Args:
+        configured: the validated ``training.mixed_precision`` (``"no"``, ``"bf16"``, ``"fp16"``), ``None`` if unset.
+    """
+    requested, source = configured, "training.mixed_precision"
+    if requested is None:
+        requested, source = os.environ.get(LAUNCHER_PRECISION, "no"), f"{LAUNCHER_PRECISION} (accelerate launch/config)"
     if requested != "no" and not torch.cuda.is_available():
-        print(f"mixed_precision={requested} ignored: no CUDA device; training in fp32 (bf16 autocast is ~20x slower "
-              "on this kind of CPU and fp16 autocast does nothing on CPU).")
+        print(f"mixed_precision={requested} from {source} ignored: no CUDA device; training in fp32 (bf16 autocast is "
+              "~20x slower on this kind of CPU and fp16 autocast does nothing on CPU).")
         return "no"
     return requested
 
@@ -264,6 +278,7 @@ def plot_loss_curve(rows: list[dict[str, str]], path: Path) -> None:
 def command_line(run_class: type[TrainingRun], description: str, argv: Sequence[str] | None = None) -> int:
     """The shared command line of the training scripts; returns the process exit code."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_version_option(parser)
     parser.add_argument("--config", default="cpu-128", help="YAML file or name under training/configs/")
     parser.add_argument("--resume-from-checkpoint", default=None, help="'latest' or a checkpoint folder")
     add_push_arguments(parser)
@@ -303,42 +318,44 @@ def check_before_data(run: TrainingRun) -> None:
                           "path")
 
 
-def run_training(run: TrainingRun, resume: str | None, push_to_hub: HubTarget | None,
-                 stop_after_steps: int | None) -> int:
-    """Train ``run`` as configured; returns a process exit code (0 success, 3 non-finite loss, 4 push failed).
-
-    Raises:
-        ResumeError: ``resume`` names no folder, a checkpoint of another architecture, or only unreadable ones.
-    """
+def make_accelerator(settings: dict[str, Any]):
+    """The run's ``Accelerator``, with the precision of :func:`resolve_mixed_precision` (written back into
+    ``settings``, so that the logged config and the model card state the one used) and the tracker of
+    ``training.report_to`` (``"csv"``: none besides the CSV log, which is always written)."""
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
-    from diffusers.optimization import get_scheduler
-    from diffusers.training_utils import EMAModel
-    from tqdm.auto import tqdm
 
-    settings = run.config["training"]
-    data_config = run.config["data"]
-    output_dir = Path(settings["output_dir"])
-    if settings["num_threads"]:
-        torch.set_num_threads(int(settings["num_threads"]))
-    accelerator = Accelerator(
-        mixed_precision=resolve_mixed_precision(settings["mixed_precision"]),
+    settings["mixed_precision"] = resolve_mixed_precision(settings["mixed_precision"])
+    return Accelerator(
+        mixed_precision=settings["mixed_precision"],
         gradient_accumulation_steps=settings["gradient_accumulation_steps"],
-        log_with="tensorboard" if settings["report_to"] == "tensorboard" else None,
-        project_dir=str(output_dir),
+        log_with=None if settings["report_to"] == "csv" else settings["report_to"],
+        project_dir=str(settings["output_dir"]),
     )
-    set_seed(settings["seed"])
-    main_process = accelerator.is_main_process
-    resume_from = resume_candidates(output_dir, resume)  # a wrong folder must fail before the data are loaded
 
-    train_images, train_masks = dataset_to_tensors(load_slice_dataset(data_config, data_config["patients"]))
+
+def load_slices(data: dict[str, Any], announce: bool) -> tuple[tuple[torch.Tensor, torch.Tensor],
+                                                              tuple[torch.Tensor, torch.Tensor] | None]:
+    """The ``(images, masks)`` of the config's training patients and, with ``data.val_patients``, of the held-out ones
+    (else ``None``).
+
+    Args:
+        data: the config's ``data`` section.
+        announce: print how many slices were loaded (the main process).
+    """
+    training = dataset_to_tensors(load_slice_dataset(data, data["patients"]))
     validation = None
-    if data_config["val_patients"]:
-        validation = dataset_to_tensors(load_slice_dataset(data_config, data_config["val_patients"]))
-    if main_process:
-        print(f"Training on {len(train_images)} slices of shape {tuple(train_images.shape[1:])}"
+    if data["val_patients"]:
+        validation = dataset_to_tensors(load_slice_dataset(data, data["val_patients"]))
+    if announce:
+        print(f"Training on {len(training[0])} slices of shape {tuple(training[0].shape[1:])}"
               + (f"; validating on {len(validation[0])}" if validation else ""))
+    return training, validation
 
+
+def build_training_model(run: TrainingRun) -> torch.nn.Module:
+    """``run``'s model in training mode, started from ``training.init_from`` and with gradient checkpointing when the
+    config asks for them."""
+    settings = run.config["training"]
     model = run.build_model()
     if settings["init_from"]:
         initialise_from(run, model, Path(settings["init_from"]))
@@ -346,7 +363,19 @@ def run_training(run: TrainingRun, resume: str | None, push_to_hub: HubTarget | 
         model.enable_gradient_checkpointing()
         if hasattr(model, "flow_checkpoint_chunk_size"):  # the HVAE; the LSGAN has no flow
             model.flow_checkpoint_chunk_size = settings["flow_checkpoint_chunk_size"]
-    model.train()
+    return model.train()
+
+
+def make_optimiser(run: TrainingRun, model: torch.nn.Module, num_processes: int):
+    """AdamW over ``run.parameter_groups(model)`` and the ``training.lr_scheduler`` schedule; returns both.
+
+    Args:
+        num_processes: data-parallel processes; Accelerate steps a prepared scheduler once per process and optimiser
+            step, so the schedule's step counts are scaled by it.
+    """
+    from diffusers.optimization import get_scheduler
+
+    settings = run.config["training"]
     optimizer = torch.optim.AdamW(
         run.parameter_groups(model),
         lr=settings["learning_rate"],
@@ -356,98 +385,224 @@ def run_training(run: TrainingRun, resume: str | None, push_to_hub: HubTarget | 
     scheduler = get_scheduler(
         settings["lr_scheduler"],
         optimizer,
-        num_warmup_steps=settings["lr_warmup_steps"] * accelerator.num_processes,
-        num_training_steps=settings["max_steps"] * accelerator.num_processes,
+        num_warmup_steps=settings["lr_warmup_steps"] * num_processes,
+        num_training_steps=settings["max_steps"] * num_processes,
     )
-    sampler = EpochPermutationSampler(len(train_images), settings["seed"])
-    if len(train_images) < settings["batch_size"] * accelerator.num_processes:
-        raise ValueError(f"training.batch_size={settings['batch_size']} x {accelerator.num_processes} processes "
-                         f"exceeds the {len(train_images)} training slices")
-    loader = DataLoader(TensorDataset(train_images, train_masks), batch_size=settings["batch_size"], sampler=sampler,
-                        drop_last=True, num_workers=settings["dataloader_workers"])
+    return optimizer, scheduler
+
+
+def make_loader(images: torch.Tensor, masks: torch.Tensor, settings: dict[str, Any], num_processes: int) -> DataLoader:
+    """Batches of ``training.batch_size`` slices per process in the order of :class:`EpochPermutationSampler`.
+
+    Raises:
+        ValueError: fewer slices than one batch on every process.
+    """
+    sampler = EpochPermutationSampler(len(images), settings["seed"])
+    if len(images) < settings["batch_size"] * num_processes:
+        raise ValueError(f"training.batch_size={settings['batch_size']} x {num_processes} processes "
+                         f"exceeds the {len(images)} training slices")
+    return DataLoader(TensorDataset(images, masks), batch_size=settings["batch_size"], sampler=sampler,
+                      drop_last=True, num_workers=settings["dataloader_workers"])
+
+
+def make_ema(accelerator, model, decay: float | None):
+    """EMA weights of the prepared ``model`` with ``training.ema_decay``, saved in checkpoints; ``None`` without."""
+    if not decay:
+        return None
+    from diffusers.training_utils import EMAModel
+
+    ema = EMAModel(accelerator.unwrap_model(model).parameters(), decay=decay)
+    accelerator.register_for_checkpointing(ema)
+    return ema
+
+
+def log_config(accelerator, run: TrainingRun) -> None:
+    """Record the resolved config (defaults, file and overrides, with the precision used) at the start: on the console
+    and in ``<output_dir>/config.yaml`` (a valid ``--config`` for a rerun) from the main process, and with the
+    tracker of ``training.report_to``."""
+    settings = run.config["training"]
+    if accelerator.is_main_process:
+        text = dump_config(run.config)
+        print(f"Config ({accelerator.num_processes} process(es) on {accelerator.device}):\n{text}", end="")
+        write_text_atomically(Path(settings["output_dir"]) / "config.yaml", text)
+    if settings["report_to"] != "csv":
+        accelerator.init_trackers(run.kind, config=flat_config(run.config))
+
+
+def metrics_row(step: int, learning_rate: float, seconds_per_step: float,
+                terms: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """One row of the metrics log: the step, learning rate, mean step time and the loss terms as numbers."""
+    return {"step": step, "lr": learning_rate, "seconds_per_step": seconds_per_step,
+            **{name: value.item() for name, value in terms.items()}}
+
+
+class TrainingLoop:
+    """The optimiser steps of a prepared run, and what happens between them (logs, checkpoints, sample grids).
+
+    Attributes:
+        global_step: optimiser steps taken, counting those before a resume.
+        micro_batch: micro-batches consumed, counting those before a resume (seeds the noise of the next one).
+        steps_this_run: optimiser steps taken by this invocation.
+        terms: the loss terms of the last micro-batch.
+        started_at: when this invocation's steps started (``time.time()``).
+    """
+
+    def __init__(self, run: TrainingRun, accelerator, model, optimizer, scheduler, ema, log: CsvLog | None,
+                 validation: tuple[torch.Tensor, torch.Tensor] | None, global_step: int) -> None:
+        self.run, self.settings = run, run.config["training"]
+        self.accelerator, self.model, self.optimizer, self.scheduler, self.ema = accelerator, model, optimizer, scheduler, ema
+        self.log, self.validation = log, validation
+        self.output_dir = Path(self.settings["output_dir"])
+        self.global_step = global_step
+        self.micro_batch = global_step * self.settings["gradient_accumulation_steps"]
+        self.steps_this_run = 0
+        self.terms: dict[str, torch.Tensor] = {}
+        self.started_at = time.time()
+
+    def train(self, loader: DataLoader, stop_after_steps: int | None) -> str | None:
+        """Step until ``training.max_steps``; return ``None``, or why it stopped before: ``"non-finite loss"``,
+        ``"non-finite gradient"`` or ``"interrupted"`` (after ``stop_after_steps`` steps, with a checkpoint)."""
+        from tqdm.auto import tqdm
+
+        progress = tqdm(total=self.settings["max_steps"], initial=self.global_step,
+                        disable=not self.accelerator.is_main_process, desc=self.run.kind)
+        stop_reason = None
+        while self.global_step < self.settings["max_steps"] and stop_reason is None:
+            stop_reason = self._train_epoch(loader, progress, stop_after_steps)
+        progress.close()
+        return stop_reason
+
+    def _epoch_batches(self, loader: DataLoader):
+        """The batches left in the current epoch: a resumed epoch skips those consumed before the interruption."""
+        epoch, skip = divmod(self.micro_batch, len(loader))
+        epoch_loader = self.accelerator.skip_first_batches(loader, skip) if skip else loader
+        # Accelerate re-seeds the sampler with its loader's own epoch counter when iteration starts: set that counter.
+        epoch_loader.set_epoch(epoch)
+        return epoch_loader
+
+    def _train_epoch(self, loader: DataLoader, progress, stop_after_steps: int | None) -> str | None:
+        """The rest of one epoch; returns a stop reason as :meth:`train` does (``None``: the epoch or the run ended)."""
+        for images, masks in self._epoch_batches(loader):
+            stop_reason = self._train_micro_batch(images, masks)
+            if stop_reason is not None:
+                return stop_reason
+            if not self.accelerator.sync_gradients:
+                continue
+            self._finish_step(progress)
+            if self.global_step >= self.settings["max_steps"]:
+                return None
+            if stop_after_steps is not None and self.steps_this_run >= stop_after_steps:
+                self._save_checkpoint()
+                return "interrupted"
+        return None
+
+    def _train_micro_batch(self, images: torch.Tensor, masks: torch.Tensor) -> str | None:
+        """Forward and backward on one micro-batch, and the optimiser step when gradients are synchronised; returns
+        ``"non-finite loss"`` or ``"non-finite gradient"`` (on every process alike) before a bad update."""
+        accelerator, settings = self.accelerator, self.settings
+        with accelerator.accumulate(self.model):
+            generator = step_generator(settings["seed"], self.micro_batch, accelerator.process_index)
+            self.micro_batch += 1
+            self.terms = self.run.loss_terms(self.model, images, masks, generator, self.global_step)
+            finite = accelerator.gather(torch.isfinite(self.terms["loss"].detach()).float().reshape(1)).min().item()
+            if finite < 1:
+                return "non-finite loss"
+            accelerator.backward(self.terms["loss"])
+            if accelerator.sync_gradients and settings["max_grad_norm"]:
+                grad_norm = accelerator.clip_grad_norm_(self.model.parameters(), settings["max_grad_norm"])
+                if not math.isfinite(float(grad_norm)):
+                    return "non-finite gradient"
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        return None
+
+    def _finish_step(self, progress) -> None:
+        """After an optimiser step: EMA, progress bar, and the logs, checkpoint and sample grid that are due."""
+        self.global_step += 1
+        self.steps_this_run += 1
+        step, settings = self.global_step, self.settings
+        if self.ema is not None:
+            self.ema.step(self.accelerator.unwrap_model(self.model).parameters())
+        progress.update(1)
+        progress.set_postfix(loss=f"{self.terms['loss'].item():.1f}")
+        if step % settings["log_steps"] == 0 or step == settings["max_steps"]:
+            self._log_metrics()
+        if step % settings["checkpointing_steps"] == 0:
+            self._save_checkpoint()
+        if self.accelerator.is_main_process and step % settings["sample_steps"] == 0:
+            save_sample_grid(self.run.pipeline(self.accelerator.unwrap_model(self.model)),
+                             self.output_dir / "samples" / f"step-{step:06d}.png")
+
+    def _log_metrics(self) -> None:
+        """Log the step's loss terms (and the validation terms on sample steps) to the CSV log and the tracker."""
+        step, settings = self.global_step, self.settings
+        row = metrics_row(step, self.scheduler.get_last_lr()[0], (time.time() - self.started_at) / self.steps_this_run,
+                          self.terms)
+        if self.validation is not None and step % settings["sample_steps"] == 0:
+            images, masks = self.validation
+            row.update(self.run.validation_terms(self.model, images[:64], masks[:64],
+                                                 step_generator(settings["seed"] + 1, 0, 0)))
+        if self.log is not None:
+            self.log.append(row)
+        if settings["report_to"] != "csv":
+            self.accelerator.log({name: value for name, value in row.items() if name != "step"}, step=step)
+
+    def _save_checkpoint(self) -> None:
+        save_checkpoint(self.accelerator, self.output_dir, self.global_step, self.settings["checkpoints_total_limit"])
+
+
+def report_non_finite(stop_reason: str, global_step: int, terms: dict[str, torch.Tensor], output_dir: Path) -> None:
+    """Say where a run stopped on a non-finite loss or gradient, the loss terms then, and which checkpoint to resume."""
+    kept = list_checkpoints(output_dir)
+    where = f"the last good checkpoint is {kept[-1]}" if kept else "no checkpoint was written before it"
+    details = ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
+    print(f"Stopped: {stop_reason} at step {global_step + 1} ({details}); {where}. Resume from it with a lower "
+          "training.learning_rate or training.max_grad_norm.", file=sys.stderr)
+
+
+def run_training(run: TrainingRun, resume: str | None, push_to_hub: HubTarget | None,
+                 stop_after_steps: int | None) -> int:
+    """Train ``run`` as configured; returns a process exit code (0 success, 3 non-finite loss, 4 push failed).
+
+    The steps, in an order that resume depends on (the model's initialisation draws from the seeded global generator
+    after the data are loaded): an ``Accelerator``, the seed, the slices, the model, its optimiser, scheduler and
+    loader, the checkpoint resumed from, the logged config, the steps (:class:`TrainingLoop`), then the export.
+
+    Raises:
+        ResumeError: ``resume`` names no folder, a checkpoint of another architecture, or only unreadable ones.
+    """
+    from accelerate.utils import set_seed
+
+    settings = run.config["training"]
+    output_dir = Path(settings["output_dir"])
+    if settings["num_threads"]:
+        torch.set_num_threads(int(settings["num_threads"]))
+    accelerator = make_accelerator(settings)
+    set_seed(settings["seed"])
+    main_process = accelerator.is_main_process
+    resume_from = resume_candidates(output_dir, resume)  # a wrong folder must fail before the data are loaded
+
+    training_slices, validation = load_slices(run.config["data"], announce=main_process)
+    model = build_training_model(run)
+    optimizer, scheduler = make_optimiser(run, model, accelerator.num_processes)
+    loader = make_loader(*training_slices, settings, accelerator.num_processes)
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
-    ema = None
-    if settings["ema_decay"]:
-        ema = EMAModel(accelerator.unwrap_model(model).parameters(), decay=settings["ema_decay"])
-        accelerator.register_for_checkpointing(ema)
+    ema = make_ema(accelerator, model, settings["ema_decay"])
 
     global_step = load_checkpoint(accelerator, resume_from, main_process)
     log = CsvLog(output_dir / "logs" / "metrics.csv", global_step) if main_process else None
-    if settings["report_to"] == "tensorboard":
-        accelerator.init_trackers(run.kind, config={k: str(v) for k, v in settings.items()})
-
-    accumulation = settings["gradient_accumulation_steps"]
-    batches_per_epoch = len(loader)
-    started_at, steps_this_run = time.time(), 0
-    progress = tqdm(total=settings["max_steps"], initial=global_step, disable=not main_process, desc=run.kind)
-    stop_reason = None
-    micro_batch = global_step * accumulation  # micro-batches consumed so far, also after a resume
-    while global_step < settings["max_steps"] and stop_reason is None:
-        epoch, skip = divmod(micro_batch, batches_per_epoch)
-        epoch_loader = accelerator.skip_first_batches(loader, skip) if skip else loader
-        # Accelerate re-seeds the sampler with its loader's own epoch counter when iteration starts: set that counter.
-        epoch_loader.set_epoch(epoch)
-        for images, masks in epoch_loader:
-            with accelerator.accumulate(model):
-                generator = step_generator(settings["seed"], micro_batch, accelerator.process_index)
-                micro_batch += 1
-                terms = run.loss_terms(model, images, masks, generator, global_step)
-                finite = accelerator.gather(torch.isfinite(terms["loss"].detach()).float().reshape(1)).min().item()
-                if finite < 1:
-                    stop_reason = "non-finite loss"
-                    break
-                accelerator.backward(terms["loss"])
-                if accelerator.sync_gradients and settings["max_grad_norm"]:
-                    grad_norm = accelerator.clip_grad_norm_(model.parameters(), settings["max_grad_norm"])
-                    if not math.isfinite(float(grad_norm)):
-                        stop_reason = "non-finite gradient"
-                        break
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            if not accelerator.sync_gradients:
-                continue
-            global_step += 1
-            steps_this_run += 1
-            if ema is not None:
-                ema.step(accelerator.unwrap_model(model).parameters())
-            progress.update(1)
-            progress.set_postfix(loss=f"{terms['loss'].item():.1f}")
-            if global_step % settings["log_steps"] == 0 or global_step == settings["max_steps"]:
-                row = {"step": global_step, "lr": scheduler.get_last_lr()[0],
-                       "seconds_per_step": (time.time() - started_at) / steps_this_run}
-                row.update({name: value.item() for name, value in terms.items()})
-                if validation is not None and global_step % settings["sample_steps"] == 0:
-                    row.update(run.validation_terms(model, validation[0][:64], validation[1][:64],
-                                                    step_generator(settings["seed"] + 1, 0, 0)))
-                if main_process:
-                    log.append(row)
-                if settings["report_to"] == "tensorboard":
-                    accelerator.log({k: v for k, v in row.items() if k != "step"}, step=global_step)
-            if global_step % settings["checkpointing_steps"] == 0:
-                save_checkpoint(accelerator, output_dir, global_step, settings["checkpoints_total_limit"])
-            if main_process and global_step % settings["sample_steps"] == 0:
-                save_sample_grid(run.pipeline(accelerator.unwrap_model(model)),
-                                 output_dir / "samples" / f"step-{global_step:06d}.png")
-            if global_step >= settings["max_steps"]:
-                break
-            if stop_after_steps is not None and steps_this_run >= stop_after_steps:
-                save_checkpoint(accelerator, output_dir, global_step, settings["checkpoints_total_limit"])
-                stop_reason = "interrupted"
-                break
-    progress.close()
+    log_config(accelerator, run)
+    loop = TrainingLoop(run, accelerator, model, optimizer, scheduler, ema, log, validation, global_step)
+    stop_reason = loop.train(loader, stop_after_steps)
 
     if stop_reason in ("non-finite loss", "non-finite gradient"):
-        kept = list_checkpoints(output_dir)
-        where = f"the last good checkpoint is {kept[-1]}" if kept else "no checkpoint was written before it"
-        details = ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
-        print(f"Stopped: {stop_reason} at step {global_step + 1} ({details}); {where}. Resume from it with a lower "
-              "training.learning_rate or training.max_grad_norm.", file=sys.stderr)
+        report_non_finite(stop_reason, loop.global_step, loop.terms, output_dir)
         finish(accelerator)
         return EXIT_NON_FINITE
     if stop_reason == "interrupted":
         if main_process:
-            print(f"Stopped after {steps_this_run} steps at step {global_step}; resume with "
+            print(f"Stopped after {loop.steps_this_run} steps at step {loop.global_step}; resume with "
                   "--resume-from-checkpoint latest")
         finish(accelerator)
         return 0
@@ -459,8 +614,8 @@ def run_training(run: TrainingRun, resume: str | None, push_to_hub: HubTarget | 
         final_model = accelerator.unwrap_model(model)
         if ema is not None:
             ema.copy_to(final_model.parameters())
-        pipeline_dir = export_pipeline(run, final_model, output_dir, global_step, time.time() - started_at, log.read(),
-                                       (train_images, train_masks))
+        pipeline_dir = export_pipeline(run, final_model, output_dir, loop.global_step, time.time() - loop.started_at,
+                                       log.read(), training_slices)
         print(f"Saved the pipeline to {pipeline_dir}")
         if push_to_hub:
             exit_code = push_pipeline(pipeline_dir, push_to_hub)
@@ -526,7 +681,7 @@ def save_checkpoint(accelerator, output_dir: Path, step: int, total_limit: int |
 def export_pipeline(run: TrainingRun, model, output_dir: Path, steps: int, seconds: float, rows: list[dict],
                     training_slices: tuple[torch.Tensor, torch.Tensor]) -> Path:
     """``save_pretrained`` of the whole pipeline plus a model card, a loss curve and a final sample grid."""
-    from training.model_card import write_model_card
+    from hvae_pipeline.training.model_card import write_model_card
 
     pipeline = run.final_pipeline(model, *training_slices)
     final = output_dir / "pipeline"

@@ -13,9 +13,7 @@ import csv
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python training/plot_stages.py` from a checkout
-
-from training.loop import plot_loss_curve  # noqa: E402
+from hvae_pipeline.training.loop import plot_loss_curve
 
 
 def chained_rows(logs: list[Path]) -> list[dict[str, str]]:

@@ -14,17 +14,14 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import sys
 from pathlib import Path
 from typing import Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python training/refresh_model_card.py` from a checkout
-
-from hvae_pipeline import HVAEModel, HVAEPipeline  # noqa: E402
-from hvae_pipeline.model_card import likelihood_evaluation  # noqa: E402
-from training.config import ConfigError, load_config  # noqa: E402
-from training.model_card import training_data, write_model_card  # noqa: E402
-from training.train_hvae import HVAERun  # noqa: E402
+from hvae_pipeline import HVAEModel, HVAEPipeline
+from hvae_pipeline.model_card import likelihood_evaluation
+from hvae_pipeline.training.config import ConfigError, load_config
+from hvae_pipeline.training.model_card import training_data, write_model_card
+from hvae_pipeline.training.train_hvae import HVAERun
 
 
 def main(argv: Sequence[str] | None = None) -> int:

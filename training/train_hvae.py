@@ -1,30 +1,26 @@
 """Train the joint image + mask HVAE (or its VAE baseline) with Accelerate.
 
-One process:    python training/train_hvae.py --config cpu-128 [section.key=value ...]
-Several:        accelerate launch training/train_hvae.py --config paper-128   (see README, "Training")
+One process:    hvae-train --config cpu-128 [section.key=value ...]   (in a checkout: python training/train_hvae.py)
+Several:        accelerate launch -m hvae_pipeline.training.train_hvae --config paper-128   (see README, "Training")
 VAE baseline:   ... model.n_leapfrog=0 model.beta_zero=1
 
-Writes into ``training.output_dir``: ``checkpoints/checkpoint-<step>/`` (``accelerator.save_state``; resume with
-``--resume-from-checkpoint latest``), ``logs/metrics.csv`` (loss terms per logged step), ``samples/step-<step>.png``
-(image | mask | overlay grids), ``loss_curve.png`` and, at the end, ``pipeline/`` (``save_pretrained``, safetensors,
-with a model card ``README.md`` generated from the run, and a latent prior fitted to the training slices unless
-``training.fit_latent_prior=false``).
+Writes into ``training.output_dir``: ``config.yaml`` (the resolved config), ``checkpoints/checkpoint-<step>/``
+(``accelerator.save_state``; resume with ``--resume-from-checkpoint latest``), ``logs/metrics.csv`` (loss terms per
+logged step), ``samples/step-<step>.png`` (image | mask | overlay grids), ``loss_curve.png`` and, at the end,
+``pipeline/`` (``save_pretrained``, safetensors, with a model card ``README.md`` generated from the run, and a latent
+prior fitted to the training slices unless ``training.fit_latent_prior=false``).
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any, Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python training/train_hvae.py` from a checkout
+import torch
 
-import torch  # noqa: E402
-
-from hvae_pipeline import HVAEModel, HVAEPipeline, fit_latent_prior  # noqa: E402
-from hvae_pipeline.models.latent_prior import LATENT_SOURCES  # noqa: E402
-from training.config import ConfigError  # noqa: E402
-from training.loop import TrainingRun, command_line  # noqa: E402
+from hvae_pipeline import HVAEModel, HVAEPipeline, fit_latent_prior
+from hvae_pipeline.models.latent_prior import LATENT_SOURCES
+from hvae_pipeline.training.config import ConfigError
+from hvae_pipeline.training.loop import TrainingRun, command_line
 
 
 class HVAERun(TrainingRun):

@@ -1,24 +1,20 @@
 """Train the LSGAN baseline of the paper (least-squares GAN emitting image + mask pairs) with Accelerate.
 
-    python training/train_lsgan.py --config lsgan-cpu-128 [section.key=value ...]
+    hvae-train-lsgan --config lsgan-cpu-128 [section.key=value ...]   (in a checkout: python training/train_lsgan.py)
 
-Same data, outputs, checkpoints, resume and Hub export as ``train_hvae.py``; the exported pipeline is an
+Same data, outputs, checkpoints, resume and Hub export as ``hvae-train``; the exported pipeline is an
 ``HVAEPipeline`` around an ``LSGANModel``, so evaluation samples HVAE, VAE and LSGAN alike.
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any, Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python training/train_lsgan.py` from a checkout
+import torch
 
-import torch  # noqa: E402
-
-from hvae_pipeline import HVAEPipeline  # noqa: E402
-from hvae_pipeline.models.lsgan import LSGANModel  # noqa: E402
-from training.loop import TrainingRun, command_line  # noqa: E402
+from hvae_pipeline import HVAEPipeline
+from hvae_pipeline.models.lsgan import LSGANModel
+from hvae_pipeline.training.loop import TrainingRun, command_line
 
 
 class LSGANRun(TrainingRun):

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from ..data.cards import DATA_SOURCES
+from .version import add_version_option
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -32,6 +33,7 @@ OWN_OUTPUTS = ("dataset/", "dataset/**", "slices.parquet", "area_histogram.png",
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hvae-data", description="Prepare 2D image + tumour mask slice datasets.")
+    add_version_option(parser)
     commands = parser.add_subparsers(dest="command", required=True)
     prepare = commands.add_parser("prepare", help="load a dataset folder and write it with save_to_disk")
     prepare.add_argument("kind", choices=("brats", "hecktor", "pairs"), help="which loader to use")

@@ -38,6 +38,7 @@ from ..evaluation.segmentation import UNET_PROTOCOLS, UNetSettings
 from ..pipeline import PAPER_MIN_TUMOUR_AREA, PRIORS
 from ..validation import MAX_SEED
 from .options import add_min_tumour_area_option, check_device
+from .version import add_version_option
 
 PROGRAM = "hvae-evaluate"
 
@@ -95,6 +96,7 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROGRAM, description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_version_option(parser)
     commands = parser.add_subparsers(dest="command", required=True)
 
     augmentation = commands.add_parser(

@@ -25,6 +25,7 @@ from ..output_folder import OutputFolderError, atomic_directory, check_output_fo
 from ..pipeline import PAPER_MIN_TUMOUR_AREA, PRIORS, HVAEPipeline, SamplingBudgetExceeded
 from ..validation import MAX_SEED
 from .options import add_min_tumour_area_option, check_device
+from .version import add_version_option
 
 # Beyond this the decoder's activations overflow (a 1e30 temperature gives NaN images); the useful range is ~0.5-2.
 MAX_TEMPERATURE = 100.0
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="hvae-generate",
         description="Generate paired image + tumour-mask slices with a (Hamiltonian) VAE pipeline.",
     )
+    add_version_option(parser)
     parser.add_argument("--model", default=None, help="pipeline folder or Hub id (default: the bundled model)")
     parser.add_argument("--num-samples", type=int, default=16, help="number of pairs to write (default 16)")
     parser.add_argument("--out", type=Path, required=True,

@@ -56,7 +56,7 @@ def _servers() -> Iterator[tuple[dict[str, str], list[subprocess.Popen]]]:
 
 @pytest.fixture
 def demo_url(_servers, tiny_config: dict, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """URL of ``python -m demo.app --model <tiny pipeline> --port <free port>`` running on 127.0.0.1.
+    """URL of ``python -m hvae_pipeline.demo.app --model <tiny pipeline> --port <free port>`` running on 127.0.0.1.
 
     The server runs the documented command in a subprocess, shared by the tests of the session.
     """
@@ -71,7 +71,7 @@ def demo_url(_servers, tiny_config: dict, tmp_path_factory: pytest.TempPathFacto
     environment = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
     with open(log_path, "wb") as log:  # the server writes to its own copy of the file descriptor
         process = subprocess.Popen(
-            [sys.executable, "-m", "demo.app", "--model", str(folder), "--port", str(port)],
+            [sys.executable, "-m", "hvae_pipeline.demo.app", "--model", str(folder), "--port", str(port)],
             cwd=REPO_ROOT,
             env=environment,
             stdout=log,

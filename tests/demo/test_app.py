@@ -1,4 +1,4 @@
-"""The app end to end: ``python -m demo.app --model <tiny pipeline>`` on 127.0.0.1, driven through gradio_client."""
+"""The app end to end: ``python -m hvae_pipeline.demo.app --model <tiny pipeline>`` on 127.0.0.1, via gradio_client."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
-from demo.app import MAX_QUEUE_SIZE, build_demo, build_parser, friendly_errors, main
-from demo.uploads import DemoInputError
+from hvae_pipeline.demo.app import MAX_QUEUE_SIZE, build_demo, build_parser, friendly_errors, main
+from hvae_pipeline.demo.uploads import DemoInputError
 from hvae_pipeline.pipeline import HVAEPipeline
 
 
@@ -128,7 +128,6 @@ def test_the_model_runs_on_the_chosen_device(tiny_pipeline: HVAEPipeline, monkey
 
     assert main(["--device", "cpu"]) == 0
     assert tiny_pipeline.device.type == "cpu" and launched == [{"host": "127.0.0.1", "port": None, "share": False}]
-
 
 
 def test_missing_model_exits_with_a_message(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import PIL.Image
 import pytest
 
-from demo.browser import find_chromium, generate_in_page, offline_page
+from hvae_pipeline.demo.browser import find_chromium, generate_in_page, offline_page
 
 pytestmark = pytest.mark.browser
 

@@ -15,8 +15,8 @@ import pytest
 import torch
 from huggingface_hub import ModelCard, ModelCardData
 
-from demo import callbacks
-from demo.callbacks import DemoInputError
+from hvae_pipeline.demo import callbacks
+from hvae_pipeline.demo.callbacks import DemoInputError
 from hvae_pipeline.models import GaussianLatentPrior
 from hvae_pipeline.pipeline import HVAEPipeline, spherical_interpolation
 from hvae_pipeline.visualization import CLASS_COLOURS

@@ -10,7 +10,7 @@ import PIL.Image
 import pytest
 import torch
 
-from demo.uploads import DemoInputError, prepare_mask, prepare_slice
+from hvae_pipeline.demo.uploads import DemoInputError, prepare_mask, prepare_slice
 from hvae_pipeline.data import axial_slices
 
 

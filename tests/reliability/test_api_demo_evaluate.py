@@ -11,8 +11,8 @@ import PIL.Image
 import pytest
 from reliability_helpers import run_cli, untouched
 
-from demo import callbacks
-from demo.uploads import MAX_SIDE, DemoInputError, prepare_slice
+from hvae_pipeline.demo import callbacks
+from hvae_pipeline.demo.uploads import MAX_SIDE, DemoInputError, prepare_slice
 from hvae_pipeline import HVAEPipeline
 from hvae_pipeline.cli import evaluate
 

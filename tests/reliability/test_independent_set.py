@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -22,12 +21,8 @@ from hvae_pipeline.pipeline import SamplingBudgetExceeded
 from hvae_pipeline.cli import data as data_cli
 from hvae_pipeline.cli import evaluate, generate
 from hvae_pipeline.data import DataFormatError, load_pair_slices, write_phantom_tree
-
-REPOSITORY = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPOSITORY))
-
-from training import train_hvae  # noqa: E402
-from training.config import DATA_RULES, DEFAULTS  # noqa: E402
+from hvae_pipeline.training import train_hvae
+from hvae_pipeline.training.config import DATA_RULES, DEFAULTS
 
 
 @pytest.fixture(scope="module")

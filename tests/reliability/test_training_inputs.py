@@ -4,7 +4,6 @@ run) and refuses a checkpoint of another architecture in one line."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,11 +11,8 @@ import torch
 from reliability_helpers import run_cli, untouched
 from safetensors.torch import load_file
 
-REPOSITORY = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPOSITORY))
-
-from training import train_hvae  # noqa: E402
-from training.config import DEFAULTS, TRAINING_RULES  # noqa: E402
+from hvae_pipeline.training import train_hvae
+from hvae_pipeline.training.config import DEFAULTS, TRAINING_RULES
 
 TINY = ["--config", "phantom-tiny", "model.sample_size=16", "data.size=16", "data.num_phantom_slices=48",
         "training.batch_size=8", "training.log_steps=1", "training.sample_steps=1000", "training.num_threads=1"]
@@ -54,7 +50,7 @@ def test_every_training_key_has_a_rule():
 
 
 def test_unquoted_no_is_taken_for_mixed_precision_no(tmp_path):
-    from training.config import load_config
+    from hvae_pipeline.training.config import load_config
 
     assert load_config("phantom-tiny", ["training.mixed_precision=no"])["training"]["mixed_precision"] == "no"
 

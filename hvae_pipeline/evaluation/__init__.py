@@ -19,7 +19,7 @@ from .image_quality import ImageQualityOutcome, ImageQualitySettings, run_image_
 from .likelihood import LikelihoodOutcome, LikelihoodSettings, run_likelihood
 from .real_data import RealDataSpec, RealSplit, load_real_split
 from .records import SettingsMismatch
-from .segmentation import UNetSettings
+from .segmentation import UNET_PROTOCOLS, UNetSettings
 from .synthetic import SamplingSettings
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "RealSplit",
     "SamplingSettings",
     "SettingsMismatch",
+    "UNET_PROTOCOLS",
     "UNetSettings",
     "load_real_split",
     "parse_generator",

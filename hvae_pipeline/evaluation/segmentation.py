@@ -117,14 +117,14 @@ class UNetSettings:
 
     def describe(self) -> str:
         """One line for reports: architecture, loss, optimiser and budget."""
-        loss = "Dice + BCE" if self.loss == "dice+bce" else "Dice"
-        pooled = "pooled over the batch" if self.dice_over_batch else "per slice"
+        dice = "Dice pooled over the batch" if self.dice_over_batch else "Dice per slice"
+        loss = f"{dice} + BCE" if self.loss == "dice+bce" else f"{dice} loss"
         head = " + 1x1 output head" if self.output_head else ""
         budget = (f"{self.updates} updates for every run" if self.updates is not None
                   else f"{self.epochs} epochs over real + synthetic slices")
         optimiser = {"adam": "Adam", "rmsprop": "RMSprop"}[self.optimiser]
-        return (f"MONAI UNet channels {list(self.channels)}, {self.num_res_units} residual units{head}, {loss} (Dice "
-                f"{pooled}), {optimiser} lr {self.learning_rate}, batch {self.batch_size}, {budget}")
+        return (f"MONAI UNet channels {list(self.channels)}, {self.num_res_units} residual units{head}, {loss}, "
+                f"{optimiser} lr {self.learning_rate}, batch {self.batch_size}, {budget}")
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready settings."""

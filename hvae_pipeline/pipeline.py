@@ -28,6 +28,7 @@ from diffusers import DiffusionPipeline, ModelMixin
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
+from .atomic_write import write_text_atomically
 from .export import image_to_uint8
 from .hub import DEFAULT_COMMIT_MESSAGE, HubTarget, raise_clear_hub_error, upload_pipeline_folder
 from .model_card import CARD_FILE, own_model_card, pipeline_model_card, point_card_at
@@ -174,7 +175,7 @@ class HVAEPipeline(DiffusionPipeline):
         """
         loader = Path(save_directory) / f"{GENERIC_LOADER_MODULE}.py"
         loader.parent.mkdir(parents=True, exist_ok=True)
-        _write_text_atomically(loader, GENERIC_LOADER_SOURCE)
+        write_text_atomically(loader, GENERIC_LOADER_SOURCE)
         super().save_config(save_directory, push_to_hub=push_to_hub, **kwargs)
 
     def save_pretrained(self, save_directory: str | os.PathLike, safe_serialization: bool = True,
@@ -556,11 +557,3 @@ def _format(images: torch.Tensor, masks: torch.Tensor, output_type: str, mask_ch
     scale = 255 // max(mask_channels - 1, 1)
     pil_masks = [PIL.Image.fromarray((m * scale).astype(np.uint8)) for m in masks_np]
     return pil_images, pil_masks
-
-
-def _write_text_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary sibling renamed over it: readers never see half a file."""
-    # Imported here: the evaluation package imports this module.
-    from .evaluation.records import write_text_atomically
-
-    write_text_atomically(path, text)

@@ -21,8 +21,8 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
+from hvae_pipeline.atomic_write import atomic_file, write_text_atomically
 from hvae_pipeline.cli.version import add_version_option
-from hvae_pipeline.evaluation.records import write_text_atomically
 from hvae_pipeline.hub import HubTarget, add_push_arguments, hub_target_from_arguments
 from hvae_pipeline.training.config import DEFAULTS, ConfigError, dump_config, flat_config, load_config
 from hvae_pipeline.training.data import dataset_to_tensors, load_slice_dataset
@@ -123,12 +123,10 @@ class CsvLog:
 
     def _write_all(self, rows: list[dict[str, Any]]) -> None:
         fieldnames = list(dict.fromkeys(key for row in rows for key in row))
-        temporary = self.path.with_suffix(".tmp")
-        with open(temporary, "w", newline="") as handle:
+        with atomic_file(self.path, newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=fieldnames, restval="")
             writer.writeheader()
             writer.writerows(rows)
-        os.replace(temporary, self.path)
 
     def append(self, row: dict[str, Any]) -> None:
         """Append a row; a row with a new column (e.g. the first validation score) rewrites the header."""
@@ -269,10 +267,11 @@ def plot_loss_curve(rows: list[dict[str, str]], path: Path) -> None:
     axis.grid(alpha=0.3)
     axis.legend()
     figure.tight_layout()
-    partial = path.with_name(path.name + ".partial")
-    figure.savefig(partial, format="png")
-    plt.close(figure)
-    partial.replace(path)  # never leave a half-written plot in place of the previous one
+    try:
+        with atomic_file(path, "wb") as file:  # never a half-written plot in place of the previous one
+            figure.savefig(file, format="png")
+    finally:
+        plt.close(figure)
 
 
 def command_line(run_class: type[TrainingRun], description: str, argv: Sequence[str] | None = None) -> int:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from hvae_pipeline.evaluation.records import write_text_atomically
+from hvae_pipeline.atomic_write import write_text_atomically
 from hvae_pipeline.model_card import (
     Evaluation,
     TrainingData,

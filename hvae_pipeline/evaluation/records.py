@@ -8,41 +8,10 @@ setting needs a new output folder.
 from __future__ import annotations
 
 import json
-import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
-
-def _json_ready(value: Any) -> Any:
-    """Replace non-finite floats by None (strict JSON has no NaN/Infinity) and tuples by lists."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: _json_ready(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(item) for item in value]
-    return value
-
-
-def write_text_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary sibling file, then rename it over ``path``: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as file:
-            file.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomically(path: Path, content: Any) -> None:
-    """Write ``content`` as indented strict JSON (NaN/inf become null), atomically."""
-    write_text_atomically(path, json.dumps(_json_ready(content), indent=2, allow_nan=False) + "\n")
+from ..atomic_write import json_ready, write_json_atomically
 
 
 class SettingsMismatch(ValueError):
@@ -73,7 +42,7 @@ class RecordStore:
         if not path.is_file():
             return None
         record = json.loads(path.read_text())
-        expected = _json_ready(settings)
+        expected = json_ready(settings)
         if record.get("settings") != expected:
             stored = record.get("settings") or {}
             differing = sorted(k for k in set(stored) | set(expected) if stored.get(k) != expected.get(k))
@@ -86,6 +55,6 @@ class RecordStore:
 
     def save(self, key: str, settings: dict[str, Any], results: dict[str, Any]) -> dict[str, Any]:
         """Write the record ``{"key", "settings", **results}`` of a finished run atomically and return it."""
-        record = _json_ready({"key": key, "settings": settings, **results})
+        record = json_ready({"key": key, "settings": settings, **results})
         write_json_atomically(self.path(key), record)
         return record

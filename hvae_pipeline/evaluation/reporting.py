@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ..atomic_write import atomic_file
 
 NOT_AVAILABLE = "–"
 NOT_COMPUTED = "not computed (see below)"
@@ -159,16 +159,11 @@ def plot_augmentation(summary: dict[str, Any], path: Path) -> None:
         gain_axis.grid(alpha=0.3)
         gain_axis.legend()
     figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(handle)
     try:
-        figure.savefig(temporary, format="png")
-        os.replace(temporary, path)
+        with atomic_file(path, "wb") as file:
+            figure.savefig(file, format="png")
     finally:
         plt.close(figure)
-        Path(temporary).unlink(missing_ok=True)
 
 
 def image_quality_markdown(summary: dict[str, Any]) -> str:

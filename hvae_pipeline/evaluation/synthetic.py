@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..atomic_write import atomic_file
 from ..pipeline import PAPER_MIN_TUMOUR_AREA, PRIORS, HVAEPipeline, SamplingBudgetExceeded
 from .generators import GeneratorSpec, load_generator, model_fingerprint
 
@@ -88,15 +87,8 @@ def chunk_seed(seed: int, chunk: int) -> int:
 
 
 def _save_npz_atomically(path: Path, images: np.ndarray, masks: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            np.savez(file, images=images, masks=masks)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_file(path, "wb") as file:
+        np.savez(file, images=images, masks=masks)
 
 
 class SyntheticPairs:

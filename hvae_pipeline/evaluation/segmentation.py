@@ -18,6 +18,7 @@ mapped to one unnormalised logit by a 1x1 convolution. MONAI comes with the ``ev
 from __future__ import annotations
 
 import itertools
+from collections import deque
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -197,8 +198,7 @@ def train_segmenter(images: torch.Tensor, masks: torch.Tensor, settings: UNetSet
     batches = itertools.islice(itertools.chain.from_iterable(loader for _ in itertools.count()), total_updates)
     start = time.perf_counter()
     network.train()
-    recent: list[float] = []  # the last pass's worth of batch losses (final_loss)
-    batches_per_pass = len(loader)
+    recent: deque[float] = deque(maxlen=len(loader))  # the last pass's worth of batch losses (final_loss)
     bar = tqdm(batches, total=total_updates, desc=description, unit="update", leave=False, disable=not progress)
     for batch_images, batch_masks in bar:
         optimiser.zero_grad(set_to_none=True)
@@ -206,7 +206,7 @@ def train_segmenter(images: torch.Tensor, masks: torch.Tensor, settings: UNetSet
         loss = loss_function(network(batch_images), batch_masks[:, None].float())
         loss.backward()
         optimiser.step()
-        recent = (recent + [loss.item()])[-batches_per_pass:]
+        recent.append(loss.item())
         bar.set_postfix(loss=f"{recent[-1]:.3f}", refresh=False)
     network.eval()
     return TrainedSegmenter(network, float(np.mean(recent)), time.perf_counter() - start)

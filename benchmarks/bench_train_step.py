@@ -38,21 +38,34 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # kB on Linux
 
 
-def parse_contender(text: str) -> tuple[str, str, bool]:
-    """Split ``"exact-ckpt@N+cl"`` into its contender, chunk suffix (``"N"``, ``"all"`` or ``""``) and whether it runs
-    in channels_last memory format (``+cl``: weights and image batch).
+def parse_contender(text: str) -> tuple[str, str, bool, bool]:
+    """Split ``"exact-ckpt@N+cl+torch-ops"`` into its contender, chunk suffix (``"N"``, ``"all"`` or ``""``), whether
+    it runs in channels_last memory format (``+cl``: weights and image batch) and whether its networks use PyTorch's
+    own ``F.silu`` / ``nn.GroupNorm`` (``+torch-ops``: the baseline of ``hvae_pipeline.models.second_order``).
 
     Raises:
-        ValueError: an unknown contender, a chunk suffix other than a number or ``all`` or on a non-checkpointed one,
-            or ``+cl`` on pythae.
+        ValueError: an unknown contender or suffix, a chunk suffix other than a number or ``all`` or on a
+            non-checkpointed one, or a suffix on pythae.
     """
-    channels_last = text.endswith("+cl")
-    name, _, chunk = text.removesuffix("+cl").partition("@")
+    head, *suffixes = text.split("+")
+    if set(suffixes) - {"cl", "torch-ops"} or len(set(suffixes)) != len(suffixes):
+        raise ValueError(text)
+    name, _, chunk = head.partition("@")
     if name not in CONTENDERS or chunk and not (name.endswith("-ckpt") and (chunk == "all" or chunk.isdigit())):
         raise ValueError(text)
-    if channels_last and name == "pythae":
+    if suffixes and name == "pythae":
         raise ValueError(text)
-    return name, chunk, channels_last
+    return name, chunk, "cl" in suffixes, "torch-ops" in suffixes
+
+
+def use_pytorch_ops() -> None:
+    """Give the networks PyTorch's own SiLU and GroupNorm (whose double backward is PyTorch's composite one)."""
+    import torch.nn.functional as F
+
+    import hvae_pipeline.models.blocks as blocks
+
+    blocks.silu = F.silu
+    blocks.group_norm = lambda hidden, norm: norm(hidden)
 
 
 def peak_gb(device: torch.device) -> float:
@@ -73,7 +86,9 @@ def worker(contender: str, network: str, size: int, batch: int, n_leapfrog: int,
         def loss_fn() -> torch.Tensor:
             return model(inputs).loss
     else:
-        name, chunk_size, channels_last = parse_contender(contender)
+        name, chunk_size, channels_last, pytorch_ops = parse_contender(contender)
+        if pytorch_ops:
+            use_pytorch_ops()
         k = 0 if name.startswith("vae") else n_leapfrog
         model = build_model(network, size, k, flow_gradient="detached" if name == "detached" else "exact")
         if channels_last:
@@ -114,7 +129,8 @@ def main() -> None:
     parser.add_argument("--n-leapfrog", type=int, default=3)
     parser.add_argument("--contenders", default=",".join(DEFAULT_CONTENDERS), help=f"comma-separated, of {CONTENDERS}; "
                         "'exact-ckpt@N' recomputes the flow N samples at a time ('@all': whole batch); a '+cl' "
-                        "suffix runs a contender in channels_last memory format")
+                        "suffix runs a contender in channels_last memory format, '+torch-ops' with PyTorch's own "
+                        "SiLU and GroupNorm instead of hvae_pipeline.models.second_order's")
     parser.add_argument("--rounds", type=int, default=3, help="subprocess runs per contender, alternated")
     parser.add_argument("--steps", type=int, default=2, help="steps per subprocess; the first is a warm-up")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (peak memory: RSS on CPU, allocated on CUDA)")
@@ -162,7 +178,7 @@ def main() -> None:
     def net_peak(c: str) -> float:
         return median([r["peak_gb"] - r["idle_peak_gb"] for r in results[c]])
 
-    references = [c for c in ("vae", "pythae") if c in results]
+    references = [c for c in ("vae", "vae+torch-ops", "pythae") if c in results]
     columns = ["contender", "step (s)", *(f"x {r}" for r in references), "peak (GB)", "net peak (GB)",
                *(f"net x {r}" for r in references)]
     print(f"\nmachine after: {machine()}\n")

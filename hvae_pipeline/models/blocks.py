@@ -13,6 +13,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .second_order import group_norm, silu
+
 
 def _norm(channels: int, norm_num_groups: int) -> nn.GroupNorm:
     if channels % norm_num_groups != 0:
@@ -32,8 +34,8 @@ class ResidualBlock(nn.Module):
         self.skip = nn.Conv2d(in_channels, out_channels, kernel_size=1) if in_channels != out_channels else nn.Identity()
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        residual = self.conv1(F.silu(self.norm1(hidden)))
-        residual = self.conv2(F.silu(self.norm2(residual)))
+        residual = self.conv1(silu(group_norm(hidden, self.norm1)))
+        residual = self.conv2(silu(group_norm(residual, self.norm2)))
         return self.skip(hidden) + residual
 
 
@@ -51,7 +53,7 @@ class SelfAttention(nn.Module):
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         batch, _, height, width = hidden.shape
-        qkv = self.to_qkv(self.norm(hidden)).reshape(batch, 3, self.num_heads, self.head_dim, height * width)
+        qkv = self.to_qkv(group_norm(hidden, self.norm)).reshape(batch, 3, self.num_heads, self.head_dim, height * width)
         query, key, value = qkv.unbind(dim=1)  # each (B, heads, head_dim, pixels)
         scores = torch.einsum("bhdi,bhdj->bhij", query, key) * self.head_dim**-0.5
         attended = torch.einsum("bhij,bhdj->bhdi", scores.softmax(dim=-1), value)
@@ -161,7 +163,7 @@ class Encoder(_CheckpointedSequence):
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         hidden = self.run_blocks(self.conv_in(inputs))
-        return self.conv_out(F.silu(self.norm_out(hidden)))
+        return self.conv_out(silu(group_norm(hidden, self.norm_out)))
 
 
 class Decoder(_CheckpointedSequence):
@@ -201,4 +203,4 @@ class Decoder(_CheckpointedSequence):
     def forward(self, latents: torch.Tensor, checkpoint_blocks: bool = True) -> torch.Tensor:
         """Decode latents into logit maps; ``checkpoint_blocks``: see :meth:`_CheckpointedSequence.run_blocks`."""
         hidden = self.run_blocks(self.conv_in(latents), checkpoint_blocks)
-        return self.conv_out(F.silu(self.norm_out(hidden)))
+        return self.conv_out(silu(group_norm(hidden, self.norm_out)))

@@ -1,0 +1,100 @@
+"""SiLU and GroupNorm with hand-written second derivatives (hvae_pipeline.models.second_order): the same values, first
+and second derivatives as PyTorch's ``F.silu`` / ``F.group_norm``, alone and inside the exact HVAE's training gradient."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from model_helpers import random_pairs
+from torch.autograd import gradcheck, gradgradcheck
+
+import hvae_pipeline.models.blocks as blocks
+from hvae_pipeline import HVAEModel
+from hvae_pipeline.models.second_order import group_norm, silu
+
+
+def float64_norm(channels: int = 6, groups: int = 3, seed: int = 0) -> nn.GroupNorm:
+    """A group norm with non-trivial affine parameters (the defaults 1 and 0 would hide weight/bias terms)."""
+    torch.manual_seed(seed)
+    norm = nn.GroupNorm(groups, channels, eps=1e-6).double()
+    with torch.no_grad():
+        norm.weight.normal_()
+        norm.bias.normal_()
+    return norm
+
+
+def test_silu_first_and_second_derivatives_are_exact():
+    hidden = torch.randn(2, 3, 4, 4, dtype=torch.float64, requires_grad=True) * 3
+    hidden = hidden.detach().requires_grad_()
+    assert torch.equal(silu(hidden), F.silu(hidden))
+    assert gradcheck(silu, (hidden,))
+    assert gradgradcheck(silu, (hidden,))
+
+
+def norm_with(norm: nn.GroupNorm, weight: torch.Tensor, bias: torch.Tensor) -> nn.GroupNorm:
+    """``norm``'s groups and eps with ``weight``/``bias`` tensors that gradcheck can perturb."""
+    copy = nn.GroupNorm(norm.num_groups, norm.num_channels, eps=norm.eps)
+    del copy.weight, copy.bias
+    copy.weight, copy.bias = weight, bias
+    return copy
+
+
+@pytest.mark.parametrize("shape", [(3, 6, 5, 5), (2, 6, 7)], ids=["images", "sequences"])
+def test_group_norm_first_and_second_derivatives_are_exact(shape):
+    norm = float64_norm()
+    hidden = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    weight = norm.weight.detach().clone().requires_grad_()
+    bias = norm.bias.detach().clone().requires_grad_()
+
+    def ours(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        return group_norm(hidden, norm_with(norm, weight, bias))
+
+    reference = F.group_norm(hidden, norm.num_groups, weight, bias, norm.eps)
+    assert torch.allclose(ours(hidden, weight, bias), reference, rtol=0, atol=1e-12)
+    # gradgradcheck perturbs the cotangents of dx, dgamma and dbeta too: every branch of the double backward.
+    assert gradcheck(ours, (hidden, weight, bias))
+    assert gradgradcheck(ours, (hidden, weight, bias))
+
+
+def test_group_norm_second_derivative_when_only_the_input_requires_grad():
+    norm = float64_norm()
+    for parameter in norm.parameters():
+        parameter.requires_grad_(False)
+    hidden = torch.randn(2, 6, 4, 4, dtype=torch.float64, requires_grad=True)
+    assert gradgradcheck(lambda h: silu(group_norm(h, norm)), (hidden,))
+
+
+def test_group_norm_under_autocast_is_pytorchs_own():
+    norm = nn.GroupNorm(2, 4)
+    hidden = torch.randn(2, 4, 8, 8).to(torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ours, reference = group_norm(hidden, norm), norm(hidden)
+    assert ours.dtype == reference.dtype
+    assert torch.equal(ours, reference)
+
+
+def exact_hvae_gradients(use_pytorch_ops: bool, monkeypatch: pytest.MonkeyPatch, tiny_config: dict) -> dict:
+    """Parameter gradients of one exact-HVAE loss (second order through the flow) in float64."""
+    if use_pytorch_ops:
+        monkeypatch.setattr(blocks, "silu", F.silu)
+        monkeypatch.setattr(blocks, "group_norm", lambda hidden, norm: norm(hidden))
+    torch.manual_seed(0)
+    model = HVAEModel(**tiny_config, n_leapfrog=3, beta_zero=0.3, step_size=0.05, learn_step_size=True,
+                      learn_beta_zero=True).double()
+    images, masks = random_pairs(3, 16)
+    output = model(images.double(), masks, generator=torch.Generator().manual_seed(1))
+    output.loss.backward()
+    monkeypatch.undo()
+    return {name: parameter.grad.clone() for name, parameter in model.named_parameters() if parameter.grad is not None}
+
+
+def test_exact_hvae_gradients_equal_those_with_pytorchs_own_ops(monkeypatch, tiny_config):
+    ours = exact_hvae_gradients(False, monkeypatch, tiny_config)
+    reference = exact_hvae_gradients(True, monkeypatch, tiny_config)
+    assert ours.keys() == reference.keys()
+    # The flow's step sizes and the decoder's weights get second-order terms: they must agree too.
+    assert any("step_size" in name for name in ours)
+    for name in ours:
+        assert torch.allclose(ours[name], reference[name], rtol=1e-9, atol=1e-12), name

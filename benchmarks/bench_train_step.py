@@ -41,7 +41,8 @@ def peak_rss_gb() -> float:
 def parse_contender(text: str) -> tuple[str, str, bool, bool]:
     """Split ``"exact-ckpt@N+cl+torch-ops"`` into its contender, chunk suffix (``"N"``, ``"all"`` or ``""``), whether
     it runs in channels_last memory format (``+cl``: weights and image batch) and whether its networks use PyTorch's
-    own ``F.silu`` / ``nn.GroupNorm`` (``+torch-ops``: the baseline of ``hvae_pipeline.models.second_order``).
+    own ``F.silu`` / ``nn.GroupNorm`` in the decoder too (``+torch-ops``: the baseline of
+    ``hvae_pipeline.models.second_order``, which an exact HVAE's decoder uses otherwise).
 
     Raises:
         ValueError: an unknown contender or suffix, a chunk suffix other than a number or ``all`` or on a
@@ -56,16 +57,6 @@ def parse_contender(text: str) -> tuple[str, str, bool, bool]:
     if suffixes and name == "pythae":
         raise ValueError(text)
     return name, chunk, "cl" in suffixes, "torch-ops" in suffixes
-
-
-def use_pytorch_ops() -> None:
-    """Give the networks PyTorch's own SiLU and GroupNorm (whose double backward is PyTorch's composite one)."""
-    import torch.nn.functional as F
-
-    import hvae_pipeline.models.blocks as blocks
-
-    blocks.silu = F.silu
-    blocks.group_norm = lambda hidden, norm: norm(hidden)
 
 
 def peak_gb(device: torch.device) -> float:
@@ -87,10 +78,10 @@ def worker(contender: str, network: str, size: int, batch: int, n_leapfrog: int,
             return model(inputs).loss
     else:
         name, chunk_size, channels_last, pytorch_ops = parse_contender(contender)
-        if pytorch_ops:
-            use_pytorch_ops()
         k = 0 if name.startswith("vae") else n_leapfrog
         model = build_model(network, size, k, flow_gradient="detached" if name == "detached" else "exact")
+        if pytorch_ops:
+            model.decoder.use_second_order_ops(False)
         if channels_last:
             model.to(memory_format=torch.channels_last)
             images = images.contiguous(memory_format=torch.channels_last)

@@ -10,7 +10,6 @@ import torch.nn.functional as F
 from model_helpers import random_pairs
 from torch.autograd import gradcheck, gradgradcheck
 
-import hvae_pipeline.models.blocks as blocks
 from hvae_pipeline import HVAEModel
 from hvae_pipeline.models.second_order import group_norm, silu
 
@@ -75,26 +74,32 @@ def test_group_norm_under_autocast_is_pytorchs_own():
     assert torch.equal(ours, reference)
 
 
-def exact_hvae_gradients(use_pytorch_ops: bool, monkeypatch: pytest.MonkeyPatch, tiny_config: dict) -> dict:
+def exact_hvae_gradients(tiny_config: dict, second_order_ops: bool) -> dict[str, torch.Tensor]:
     """Parameter gradients of one exact-HVAE loss (second order through the flow) in float64."""
-    if use_pytorch_ops:
-        monkeypatch.setattr(blocks, "silu", F.silu)
-        monkeypatch.setattr(blocks, "group_norm", lambda hidden, norm: norm(hidden))
     torch.manual_seed(0)
     model = HVAEModel(**tiny_config, n_leapfrog=3, beta_zero=0.3, step_size=0.05, learn_step_size=True,
                       learn_beta_zero=True).double()
+    assert model.decoder.second_order_ops  # an exact HVAE's decoder uses them by default
+    model.decoder.use_second_order_ops(second_order_ops)
     images, masks = random_pairs(3, 16)
     output = model(images.double(), masks, generator=torch.Generator().manual_seed(1))
     output.loss.backward()
-    monkeypatch.undo()
     return {name: parameter.grad.clone() for name, parameter in model.named_parameters() if parameter.grad is not None}
 
 
-def test_exact_hvae_gradients_equal_those_with_pytorchs_own_ops(monkeypatch, tiny_config):
-    ours = exact_hvae_gradients(False, monkeypatch, tiny_config)
-    reference = exact_hvae_gradients(True, monkeypatch, tiny_config)
+def test_exact_hvae_gradients_equal_those_with_pytorchs_own_ops(tiny_config):
+    ours = exact_hvae_gradients(tiny_config, second_order_ops=True)
+    reference = exact_hvae_gradients(tiny_config, second_order_ops=False)
     assert ours.keys() == reference.keys()
     # The flow's step sizes and the decoder's weights get second-order terms: they must agree too.
     assert any("step_size" in name for name in ours)
     for name in ours:
         assert torch.allclose(ours[name], reference[name], rtol=1e-9, atol=1e-12), name
+
+
+@pytest.mark.parametrize("settings", [dict(n_leapfrog=0, beta_zero=1.0), dict(n_leapfrog=3, flow_gradient="detached")],
+                         ids=["vae", "detached-flow"])
+def test_models_without_a_double_backward_keep_pytorchs_ops(tiny_config, settings):
+    model = HVAEModel(**tiny_config, **settings)
+    flags = [module.second_order_ops for module in model.modules() if hasattr(module, "second_order_ops")]
+    assert flags and not any(flags)

@@ -1,5 +1,9 @@
 """Network building blocks of the HVAE encoder and decoder (residual blocks, self-attention, resampling).
 
+A decoder that an exact HVAE differentiates twice is switched to ``Decoder.use_second_order_ops(True)``: its GroupNorms
+and SiLUs then come from :mod:`hvae_pipeline.models.second_order` (the same values and gradients, a cheaper double backward);
+everything else, the encoder included (never differentiated twice), uses PyTorch's own.
+
 Attention is written with explicit matrix products rather than ``scaled_dot_product_attention``: the exact HVAE
 differentiates the decoder twice (gradients of ``grad U``), and the fused CPU attention kernels have no double
 backward.
@@ -16,6 +20,14 @@ import torch.nn.functional as F
 from .second_order import group_norm, silu
 
 
+def _normalise(hidden: torch.Tensor, norm: nn.GroupNorm, second_order_ops: bool) -> torch.Tensor:
+    return group_norm(hidden, norm) if second_order_ops else norm(hidden)
+
+
+def _activate(hidden: torch.Tensor, second_order_ops: bool) -> torch.Tensor:
+    return silu(hidden) if second_order_ops else F.silu(hidden)
+
+
 def _norm(channels: int, norm_num_groups: int) -> nn.GroupNorm:
     if channels % norm_num_groups != 0:
         raise ValueError(f"channel count {channels} is not divisible by norm_num_groups={norm_num_groups}")
@@ -27,6 +39,7 @@ class ResidualBlock(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, norm_num_groups: int = 8) -> None:
         super().__init__()
+        self.second_order_ops = False  # see Decoder.use_second_order_ops
         self.norm1 = _norm(in_channels, norm_num_groups)
         self.conv1 = nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1)
         self.norm2 = _norm(out_channels, norm_num_groups)
@@ -34,8 +47,8 @@ class ResidualBlock(nn.Module):
         self.skip = nn.Conv2d(in_channels, out_channels, kernel_size=1) if in_channels != out_channels else nn.Identity()
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        residual = self.conv1(silu(group_norm(hidden, self.norm1)))
-        residual = self.conv2(silu(group_norm(residual, self.norm2)))
+        residual = self.conv1(_activate(_normalise(hidden, self.norm1, self.second_order_ops), self.second_order_ops))
+        residual = self.conv2(_activate(_normalise(residual, self.norm2, self.second_order_ops), self.second_order_ops))
         return self.skip(hidden) + residual
 
 
@@ -44,6 +57,7 @@ class SelfAttention(nn.Module):
 
     def __init__(self, channels: int, num_heads: int = 8, head_dim: int = 32, norm_num_groups: int = 8) -> None:
         super().__init__()
+        self.second_order_ops = False  # see Decoder.use_second_order_ops
         self.num_heads = num_heads
         self.head_dim = head_dim
         inner = num_heads * head_dim
@@ -53,7 +67,8 @@ class SelfAttention(nn.Module):
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         batch, _, height, width = hidden.shape
-        qkv = self.to_qkv(group_norm(hidden, self.norm)).reshape(batch, 3, self.num_heads, self.head_dim, height * width)
+        normalised = _normalise(hidden, self.norm, self.second_order_ops)
+        qkv = self.to_qkv(normalised).reshape(batch, 3, self.num_heads, self.head_dim, height * width)
         query, key, value = qkv.unbind(dim=1)  # each (B, heads, head_dim, pixels)
         scores = torch.einsum("bhdi,bhdj->bhij", query, key) * self.head_dim**-0.5
         attended = torch.einsum("bhij,bhdj->bhdi", scores.softmax(dim=-1), value)
@@ -163,7 +178,7 @@ class Encoder(_CheckpointedSequence):
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         hidden = self.run_blocks(self.conv_in(inputs))
-        return self.conv_out(silu(group_norm(hidden, self.norm_out)))
+        return self.conv_out(F.silu(self.norm_out(hidden)))
 
 
 class Decoder(_CheckpointedSequence):
@@ -199,8 +214,18 @@ class Decoder(_CheckpointedSequence):
             previous = channels
         self.norm_out = _norm(previous, norm_num_groups)
         self.conv_out = nn.Conv2d(previous, out_channels, kernel_size=3, padding=1)
+        self.second_order_ops = False
+
+    def use_second_order_ops(self, enabled: bool) -> None:
+        """Use :mod:`hvae_pipeline.models.second_order`'s GroupNorm and SiLU (``True``, for a decoder that is
+        differentiated twice: same values and gradients, a cheaper double backward) or PyTorch's (``False``, the
+        default: cheaper when only first derivatives are taken)."""
+        for module in self.modules():
+            if hasattr(module, "second_order_ops"):
+                module.second_order_ops = enabled
 
     def forward(self, latents: torch.Tensor, checkpoint_blocks: bool = True) -> torch.Tensor:
         """Decode latents into logit maps; ``checkpoint_blocks``: see :meth:`_CheckpointedSequence.run_blocks`."""
         hidden = self.run_blocks(self.conv_in(latents), checkpoint_blocks)
-        return self.conv_out(silu(group_norm(hidden, self.norm_out)))
+        normalised = _normalise(hidden, self.norm_out, self.second_order_ops)
+        return self.conv_out(_activate(normalised, self.second_order_ops))

@@ -190,6 +190,8 @@ class HVAEModel(ModelMixin, ConfigMixin):
         )
         self.encoder = Encoder(image_channels + mask_channels, latent_channels, **encoder_kwargs)
         self.decoder = Decoder(latent_channels, image_channels + mask_channels, **encoder_kwargs)
+        # Only the exact flow differentiates the decoder twice (grad_z U with create_graph, then the loss through it).
+        self.decoder.use_second_order_ops(flow_gradient == "exact" and n_leapfrog > 0)
         if learn_step_size:
             self.step_size_logit = nn.Parameter(torch.full(self.latent_shape, _logit(step_size / max_step_size)))
         if learn_beta_zero:

@@ -1,8 +1,8 @@
 """Network building blocks of the HVAE encoder and decoder (residual blocks, self-attention, resampling).
 
-A decoder that an exact HVAE differentiates twice is switched to ``Decoder.use_second_order_ops(True)``: its GroupNorms
-and SiLUs then come from :mod:`hvae_pipeline.models.second_order` (the same values and gradients, a cheaper double backward);
-everything else, the encoder included (never differentiated twice), uses PyTorch's own.
+A decoder that an exact HVAE differentiates twice is switched to ``Decoder.use_second_order_ops(True)``: its
+GroupNorms and SiLUs then come from :mod:`hvae_pipeline.models.second_order` (the same values and gradients, a cheaper
+double backward); everything else, the encoder included (never differentiated twice), uses PyTorch's own.
 
 Attention is written with explicit matrix products rather than ``scaled_dot_product_attention``: the exact HVAE
 differentiates the decoder twice (gradients of ``grad U``), and the fused CPU attention kernels have no double
@@ -24,8 +24,10 @@ def _normalise(hidden: torch.Tensor, norm: nn.GroupNorm, second_order_ops: bool)
     return group_norm(hidden, norm) if second_order_ops else norm(hidden)
 
 
-def _activate(hidden: torch.Tensor, second_order_ops: bool) -> torch.Tensor:
-    return silu(hidden) if second_order_ops else F.silu(hidden)
+def _normalise_and_activate(hidden: torch.Tensor, norm: nn.GroupNorm, second_order_ops: bool) -> torch.Tensor:
+    """GroupNorm -> SiLU."""
+    normalised = _normalise(hidden, norm, second_order_ops)
+    return silu(normalised) if second_order_ops else F.silu(normalised)
 
 
 def _norm(channels: int, norm_num_groups: int) -> nn.GroupNorm:
@@ -47,8 +49,8 @@ class ResidualBlock(nn.Module):
         self.skip = nn.Conv2d(in_channels, out_channels, kernel_size=1) if in_channels != out_channels else nn.Identity()
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        residual = self.conv1(_activate(_normalise(hidden, self.norm1, self.second_order_ops), self.second_order_ops))
-        residual = self.conv2(_activate(_normalise(residual, self.norm2, self.second_order_ops), self.second_order_ops))
+        residual = self.conv1(_normalise_and_activate(hidden, self.norm1, self.second_order_ops))
+        residual = self.conv2(_normalise_and_activate(residual, self.norm2, self.second_order_ops))
         return self.skip(hidden) + residual
 
 
@@ -227,5 +229,4 @@ class Decoder(_CheckpointedSequence):
     def forward(self, latents: torch.Tensor, checkpoint_blocks: bool = True) -> torch.Tensor:
         """Decode latents into logit maps; ``checkpoint_blocks``: see :meth:`_CheckpointedSequence.run_blocks`."""
         hidden = self.run_blocks(self.conv_in(latents), checkpoint_blocks)
-        normalised = _normalise(hidden, self.norm_out, self.second_order_ops)
-        return self.conv_out(_activate(normalised, self.second_order_ops))
+        return self.conv_out(_normalise_and_activate(hidden, self.norm_out, self.second_order_ops))

@@ -8,9 +8,10 @@ differentiates those chains op by op; on CPU this element-wise work is about a f
 recorded as a single autograd node whose own backward is written out, with the group statistics reduced to per-channel
 sums so that the double backward of a group norm costs nine element-wise passes.
 
-Values and first and second derivatives equal PyTorch's (``tests/models/test_second_order.py``: ``gradcheck`` and
-``gradgradcheck`` in float64, and agreement with ``F.silu`` / ``F.group_norm`` in float32). Third derivatives are not
-provided (``once_differentiable``).
+Values and first and second derivatives equal PyTorch's (``tests/test_second_order.py``: ``gradcheck`` and
+``gradgradcheck`` in float64, and an exact HVAE's parameter gradients equal to those with PyTorch's ops). Third
+derivatives are not provided (``once_differentiable``). :meth:`hvae_pipeline.models.blocks.Decoder.use_second_order_ops`
+switches a decoder to them.
 """
 
 from __future__ import annotations

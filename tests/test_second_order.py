@@ -25,8 +25,7 @@ def float64_norm(channels: int = 6, groups: int = 3, seed: int = 0) -> nn.GroupN
 
 
 def test_silu_first_and_second_derivatives_are_exact():
-    hidden = torch.randn(2, 3, 4, 4, dtype=torch.float64, requires_grad=True) * 3
-    hidden = hidden.detach().requires_grad_()
+    hidden = (torch.randn(2, 3, 4, 4, dtype=torch.float64) * 3).requires_grad_()
     assert torch.equal(silu(hidden), F.silu(hidden))
     assert gradcheck(silu, (hidden,))
     assert gradgradcheck(silu, (hidden,))

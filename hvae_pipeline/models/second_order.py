@@ -159,7 +159,7 @@ class _GroupNormBackward(torch.autograd.Function):
             mean_v_dx = r * (mean_v_a - mean_v * mean_a - mean_v_xhat * mean_a_xhat)
         else:
             v = None
-            sum_v = sum_v_xhat = sum_v_dy = mean_v = mean_v_xhat = mean_v_dx = zero
+            sum_v_dy = mean_v = mean_v_xhat = mean_v_dx = zero
 
         grad_dy = grad_hidden = grad_weight = grad_bias = None
         if ctx.needs_input_grad[0]:

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from common import build_model, build_pythae_hvae, machine, median, random_batch
 
@@ -38,25 +39,39 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # kB on Linux
 
 
-def parse_contender(text: str) -> tuple[str, str, bool, bool]:
-    """Split ``"exact-ckpt@N+cl+torch-ops"`` into its contender, chunk suffix (``"N"``, ``"all"`` or ``""``), whether
-    it runs in channels_last memory format (``+cl``: weights and image batch) and whether an exact HVAE's decoder uses
-    PyTorch's own ``F.silu`` / ``nn.GroupNorm`` (``+torch-ops``: the baseline of ``hvae_pipeline.models.second_order``,
-    which it uses otherwise; the VAE and the detached flow use PyTorch's anyway).
+SUFFIXES = ("cl", "torch-ops", "interpolate")
+
+
+def parse_contender(text: str) -> tuple[str, str, frozenset[str]]:
+    """Split ``"exact-ckpt@N+cl+torch-ops"`` into its contender, chunk suffix (``"N"``, ``"all"`` or ``""``) and the set
+    of its ``+`` suffixes: ``cl`` runs it in channels_last memory format (weights and image batch); ``torch-ops`` gives
+    an exact HVAE's decoder PyTorch's own convolution, SiLU and GroupNorm (the baseline of
+    ``hvae_pipeline.models.second_order``, which it uses otherwise; the VAE and the detached flow use PyTorch's anyway);
+    ``interpolate`` computes the decoder's upsampling as ``conv(interpolate(x, 2))`` (the baseline of the phase
+    decomposition in ``hvae_pipeline.models.blocks.Upsample``; the same function).
 
     Raises:
         ValueError: an unknown contender or suffix, a chunk suffix other than a number or ``all`` or on a
             non-checkpointed one, or a suffix on pythae.
     """
     head, *suffixes = text.split("+")
-    if set(suffixes) - {"cl", "torch-ops"} or len(set(suffixes)) != len(suffixes):
+    if set(suffixes) - set(SUFFIXES) or len(set(suffixes)) != len(suffixes):
         raise ValueError(text)
     name, _, chunk = head.partition("@")
     if name not in CONTENDERS or chunk and not (name.endswith("-ckpt") and (chunk == "all" or chunk.isdigit())):
         raise ValueError(text)
     if suffixes and name == "pythae":
         raise ValueError(text)
-    return name, chunk, "cl" in suffixes, "torch-ops" in suffixes
+    return name, chunk, frozenset(suffixes)
+
+
+def use_interpolating_upsampling(model: torch.nn.Module) -> None:
+    """Give every ``Upsample`` of ``model`` the textbook form, nearest-neighbour interpolation then its convolution."""
+    from hvae_pipeline.models.blocks import Upsample
+
+    for module in model.modules():
+        if isinstance(module, Upsample):
+            module.forward = lambda hidden, conv=module.conv: conv(F.interpolate(hidden, scale_factor=2.0, mode="nearest"))
 
 
 def peak_gb(device: torch.device) -> float:
@@ -77,12 +92,14 @@ def worker(contender: str, network: str, size: int, batch: int, n_leapfrog: int,
         def loss_fn() -> torch.Tensor:
             return model(inputs).loss
     else:
-        name, chunk_size, channels_last, pytorch_ops = parse_contender(contender)
+        name, chunk_size, suffixes = parse_contender(contender)
         k = 0 if name.startswith("vae") else n_leapfrog
         model = build_model(network, size, k, flow_gradient="detached" if name == "detached" else "exact")
-        if pytorch_ops:
+        if "torch-ops" in suffixes:
             model.decoder.use_second_order_ops(False)
-        if channels_last:
+        if "interpolate" in suffixes:
+            use_interpolating_upsampling(model)
+        if "cl" in suffixes:
             model.to(memory_format=torch.channels_last)
             images = images.contiguous(memory_format=torch.channels_last)
         if name.endswith("-ckpt"):
@@ -121,7 +138,8 @@ def main() -> None:
     parser.add_argument("--contenders", default=",".join(DEFAULT_CONTENDERS), help=f"comma-separated, of {CONTENDERS}; "
                         "'exact-ckpt@N' recomputes the flow N samples at a time ('@all': whole batch); a '+cl' "
                         "suffix runs a contender in channels_last memory format, '+torch-ops' with PyTorch's own "
-                        "SiLU and GroupNorm instead of hvae_pipeline.models.second_order's")
+                        "convolution, SiLU and GroupNorm instead of hvae_pipeline.models.second_order's, "
+                        "'+interpolate' with interpolate-then-convolve upsampling")
     parser.add_argument("--rounds", type=int, default=3, help="subprocess runs per contender, alternated")
     parser.add_argument("--steps", type=int, default=2, help="steps per subprocess; the first is a warm-up")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (peak memory: RSS on CPU, allocated on CUDA)")

@@ -1,5 +1,6 @@
-"""SiLU and GroupNorm with hand-written second derivatives (hvae_pipeline.models.second_order): the same values, first
-and second derivatives as PyTorch's ``F.silu`` / ``F.group_norm``, alone and inside the exact HVAE's training gradient."""
+"""Convolution, SiLU and GroupNorm with hand-written second derivatives (hvae_pipeline.models.second_order): the same
+values, first and second derivatives as PyTorch's ``F.conv2d`` / ``F.silu`` / ``F.group_norm``, alone and inside the
+exact HVAE's training gradient."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from model_helpers import random_pairs
 from torch.autograd import gradcheck, gradgradcheck
 
 from hvae_pipeline import HVAEModel
-from hvae_pipeline.models.second_order import group_norm, silu
+from hvae_pipeline.models.second_order import conv2d, group_norm, silu
 
 
 def float64_norm(channels: int = 6, groups: int = 3, seed: int = 0) -> nn.GroupNorm:
@@ -22,6 +23,45 @@ def float64_norm(channels: int = 6, groups: int = 3, seed: int = 0) -> nn.GroupN
         norm.weight.normal_()
         norm.bias.normal_()
     return norm
+
+
+@pytest.mark.parametrize(
+    "settings", [dict(padding=1), dict(stride=2, padding=1), dict(padding=(0, 1), dilation=2, groups=2)],
+    ids=["same", "strided", "dilated-grouped"],
+)
+def test_conv2d_first_and_second_derivatives_are_exact(settings):
+    torch.manual_seed(0)
+    hidden = torch.randn(2, 4, 6, 5, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(6, 4 // settings.get("groups", 1), 3, 3, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(6, dtype=torch.float64, requires_grad=True)
+
+    def ours(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        return conv2d(hidden, weight, bias, **settings)
+
+    assert torch.allclose(ours(hidden, weight, bias), F.conv2d(hidden, weight, bias, **settings), rtol=0, atol=1e-12)
+    # gradgradcheck perturbs the cotangents of dx, dW and db: every branch of the double backward.
+    assert gradcheck(ours, (hidden, weight, bias))
+    assert gradgradcheck(ours, (hidden, weight, bias))
+    assert gradgradcheck(lambda h: conv2d(h, weight.detach(), None, **settings), (hidden,))
+
+
+def test_conv2d_input_gradient_pass_computes_no_weight_gradient():
+    """The flow's ``grad_z U`` (input gradients only, kept for a double backward) must not pay for weight gradients;
+    the training backward that follows gets all of them."""
+    torch.manual_seed(0)
+    hidden = torch.randn(2, 3, 5, 5, requires_grad=True)
+    weight = torch.randn(4, 3, 3, 3, requires_grad=True)
+    bias = torch.randn(4, requires_grad=True)
+    (grad_hidden,) = torch.autograd.grad(conv2d(hidden, weight, bias, padding=1).square().sum(), hidden,
+                                         create_graph=True)
+    assert grad_hidden.grad_fn.output_mask == [True, False, False]
+    grad_hidden.square().sum().backward()
+    assert weight.grad is not None and hidden.grad is not None
+    reference_weight = weight.detach().requires_grad_()
+    (reference,) = torch.autograd.grad(F.conv2d(hidden, reference_weight, bias, padding=1).square().sum(), hidden,
+                                       create_graph=True)
+    reference.square().sum().backward()
+    assert torch.allclose(weight.grad, reference_weight.grad, rtol=1e-5, atol=1e-5)
 
 
 def test_silu_first_and_second_derivatives_are_exact():
@@ -64,13 +104,15 @@ def test_group_norm_second_derivative_when_only_the_input_requires_grad():
     assert gradgradcheck(lambda h: silu(group_norm(h, norm)), (hidden,))
 
 
-def test_group_norm_under_autocast_is_pytorchs_own():
+def test_group_norm_and_conv2d_under_autocast_are_pytorchs_own():
     norm = nn.GroupNorm(2, 4)
+    weight = torch.randn(3, 4, 3, 3)
     hidden = torch.randn(2, 4, 8, 8).to(torch.bfloat16)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        ours, reference = group_norm(hidden, norm), norm(hidden)
-    assert ours.dtype == reference.dtype
-    assert torch.equal(ours, reference)
+        pairs = [(group_norm(hidden, norm), norm(hidden)), (conv2d(hidden, weight, padding=1), F.conv2d(hidden, weight, padding=1))]
+    for ours, reference in pairs:
+        assert ours.dtype == reference.dtype
+        assert torch.equal(ours, reference)
 
 
 def exact_hvae_gradients(tiny_config: dict, second_order_ops: bool) -> dict[str, torch.Tensor]:

@@ -1,4 +1,4 @@
-"""SiLU and GroupNorm with hand-written second derivatives, for the exact HVAE's double backward.
+"""Convolution, SiLU and GroupNorm with hand-written second derivatives, for the exact HVAE's double backward.
 
 The exact HVAE differentiates the decoder twice: ``grad_z U`` is computed with ``create_graph=True`` and the loss is
 then differentiated through it. Under ``create_graph`` PyTorch records the backward of ``F.silu`` and of
@@ -6,7 +6,9 @@ then differentiated through it. Under ``create_graph`` PyTorch records the backw
 differentiates those chains op by op; on CPU this element-wise work is about a fifth of an exact step
 (BENCHMARKS.md). Here each backward is one fused ATen kernel (``silu_backward``, ``native_group_norm_backward``)
 recorded as a single autograd node whose own backward is written out, with the group statistics reduced to per-channel
-sums so that the double backward of a group norm costs nine element-wise passes.
+sums so that the double backward of a group norm costs nine element-wise passes. A convolution's double backward is
+written with oneDNN's own data- and weight-gradient kernels: PyTorch's computes the weight part as a convolution of
+batch-transposed copies (a kernel as large as the image), 2-3x slower on CPU.
 
 Values and first and second derivatives equal PyTorch's (``tests/test_second_order.py``: ``gradcheck`` and
 ``gradgradcheck`` in float64, and an exact HVAE's parameter gradients equal to those with PyTorch's ops). Third
@@ -16,12 +18,124 @@ switches a decoder to them.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
+
+
+# ----------------------------------------------------------------------------------------------------- Convolution
+def _will_compute_gradient(ctx: Any, index: int) -> bool:
+    """Whether the running backward pass needs the gradient of the ``index``-th input of ``ctx``'s function.
+
+    ``ctx.needs_input_grad`` only says whether the input requires grad; the flow's ``grad_z U`` pass needs input
+    gradients alone, and a weight gradient computed there would cost as much as the input gradient. The engine knows
+    which nodes the pass executes (``_will_engine_execute_node``, the check PyTorch's own multi-gradient hooks use).
+    """
+    if not ctx.needs_input_grad[index]:
+        return False
+    node = ctx.next_functions[index][0]
+    will_execute = getattr(torch._C, "_will_engine_execute_node", None)
+    if node is None or will_execute is None:
+        return True
+    try:
+        return will_execute(node)
+    except RuntimeError:  # a leaf that ``autograd.grad`` was asked for: its gradient is captured, hence needed
+        return True
+
+
+class _Conv2d(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                settings: tuple[list[int], list[int], list[int], int]) -> torch.Tensor:
+        stride, padding, dilation, groups = settings
+        ctx.save_for_backward(hidden, weight)
+        ctx.settings = settings
+        ctx.bias_sizes = None if bias is None else list(bias.shape)
+        return torch.ops.aten.convolution(hidden, weight, bias, stride, padding, dilation, False, [0, 0], groups)
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        hidden, weight = ctx.saved_tensors
+        output_mask = [
+            _will_compute_gradient(ctx, 0),
+            _will_compute_gradient(ctx, 1),
+            ctx.bias_sizes is not None and _will_compute_gradient(ctx, 2),
+        ]
+        grads = _Conv2dBackward.apply(grad_output, hidden, weight, ctx.settings, ctx.bias_sizes, output_mask)
+        return (*grads, None)
+
+
+class _Conv2dBackward(torch.autograd.Function):
+    """``(dy, x, W) -> (dx, dW, db)`` of ``y = conv(x, W) + b``, the outputs in ``output_mask`` only.
+
+    ``dx`` is linear in ``(dy, W)`` and ``dW`` in ``(dy, x)``, so for cotangents ``v_x``, ``v_W``, ``v_b``:
+
+        d/d dy = conv(v_x, W) + conv(x, v_W) + v_b,   d/dx = conv_input_grad(dy, v_W),   d/dW = conv_weight_grad(v_x, dy).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, grad_output: torch.Tensor, hidden: torch.Tensor, weight: torch.Tensor,
+                settings: tuple[list[int], list[int], list[int], int], bias_sizes: list[int] | None,
+                output_mask: list[bool]) -> tuple[torch.Tensor | None, ...]:
+        ctx.set_materialize_grads(False)
+        stride, padding, dilation, groups = settings
+        ctx.save_for_backward(grad_output, hidden, weight)
+        ctx.settings = settings
+        ctx.output_mask = output_mask
+        return torch.ops.aten.convolution_backward(
+            grad_output, hidden, weight, bias_sizes, stride, padding, dilation, False, [0, 0], groups, output_mask
+        )
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, cotangent_hidden: torch.Tensor | None, cotangent_weight: torch.Tensor | None,
+                 cotangent_bias: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
+        grad_output, hidden, weight = ctx.saved_tensors
+        stride, padding, dilation, groups = ctx.settings
+
+        def convolve(inputs: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+            return torch.ops.aten.convolution(inputs, kernel, None, stride, padding, dilation, False, [0, 0], groups)
+
+        def convolution_backward(inputs: torch.Tensor, kernel: torch.Tensor, mask: list[bool]) -> tuple:
+            return torch.ops.aten.convolution_backward(
+                grad_output, inputs, kernel, None, stride, padding, dilation, False, [0, 0], groups, mask
+            )
+
+        grad_grad_output = grad_hidden = grad_weight = None
+        if ctx.needs_input_grad[0]:
+            terms = []
+            if cotangent_hidden is not None:
+                terms.append(convolve(cotangent_hidden, weight))
+            if cotangent_weight is not None:
+                terms.append(convolve(hidden, cotangent_weight))
+            if cotangent_bias is not None:
+                terms.append(cotangent_bias.reshape(1, -1, *([1] * (grad_output.dim() - 2))).expand_as(grad_output))
+            grad_grad_output = sum(terms[1:], terms[0]) if terms else None
+        if ctx.needs_input_grad[1] and cotangent_weight is not None:
+            grad_hidden = convolution_backward(hidden, cotangent_weight, [True, False, False])[0]
+        if ctx.needs_input_grad[2] and cotangent_hidden is not None:
+            grad_weight = convolution_backward(cotangent_hidden, weight, [False, True, False])[1]
+        return grad_grad_output, grad_hidden, grad_weight, None, None, None
+
+
+def _pair(value: int | Sequence[int]) -> list[int]:
+    return [value, value] if isinstance(value, int) else list(value)
+
+
+def conv2d(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+           stride: int | Sequence[int] = 1, padding: int | Sequence[int] = 0, dilation: int | Sequence[int] = 1,
+           groups: int = 1) -> torch.Tensor:
+    """``F.conv2d`` (numeric padding) with a cheaper double backward (see the module docstring).
+
+    Under autocast it is ``F.conv2d`` itself (as :func:`group_norm`).
+    """
+    if torch.is_autocast_enabled(hidden.device.type):
+        return F.conv2d(hidden, weight, bias, stride, padding, dilation, groups)
+    settings = (_pair(stride), _pair(padding), _pair(dilation), groups)
+    return _Conv2d.apply(hidden, weight, bias, settings)
 
 
 # ------------------------------------------------------------------------------------------------------------ SiLU

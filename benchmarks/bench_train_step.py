@@ -71,7 +71,9 @@ def use_interpolating_upsampling(model: torch.nn.Module) -> None:
 
     for module in model.modules():
         if isinstance(module, Upsample):
-            module.forward = lambda hidden, conv=module.conv: conv(F.interpolate(hidden, scale_factor=2.0, mode="nearest"))
+            module.forward = lambda hidden, conv=module.conv: conv(
+                F.interpolate(hidden, scale_factor=2.0, mode="nearest")
+            )
 
 
 def peak_gb(device: torch.device) -> float:

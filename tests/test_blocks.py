@@ -1,4 +1,4 @@
-"""Network blocks (hvae_pipeline.models.blocks) computed in other forms than the textbook one must be the same function."""
+"""Network blocks (hvae_pipeline.models.blocks) computed in another form than the textbook one: the same function."""
 
 from __future__ import annotations
 

@@ -109,7 +109,8 @@ def test_group_norm_and_conv2d_under_autocast_are_pytorchs_own():
     weight = torch.randn(3, 4, 3, 3)
     hidden = torch.randn(2, 4, 8, 8).to(torch.bfloat16)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        pairs = [(group_norm(hidden, norm), norm(hidden)), (conv2d(hidden, weight, padding=1), F.conv2d(hidden, weight, padding=1))]
+        pairs = [(group_norm(hidden, norm), norm(hidden)),
+                 (conv2d(hidden, weight, padding=1), F.conv2d(hidden, weight, padding=1))]
     for ours, reference in pairs:
         assert ours.dtype == reference.dtype
         assert torch.equal(ours, reference)

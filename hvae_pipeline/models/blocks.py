@@ -103,8 +103,8 @@ class Downsample(nn.Module):
         return self.conv(hidden)
 
 
-# Through nearest-neighbour upsampling, output row 2i + a of a 3x3 convolution (padding 1) reads input rows i - 1 + a + s,
-# s = 0, 1, with the kernel's rows summed as _PHASE_TAPS[a, s] says (the same holds for columns).
+# Through nearest-neighbour upsampling, output row 2i + a of a 3x3 convolution (padding 1) reads input rows
+# i - 1 + a + s, s = 0, 1, with the kernel's rows summed as _PHASE_TAPS[a, s] says (the same holds for columns).
 _PHASE_TAPS = ((1.0, 0.0, 0.0), (0.0, 1.0, 1.0)), ((1.0, 1.0, 0.0), (0.0, 0.0, 1.0))
 
 
@@ -130,7 +130,8 @@ class Upsample(nn.Module):
         phase_bias = None if self.conv.bias is None else self.conv.bias.repeat(4)
         convolve = conv2d if self.second_order_ops else F.conv2d
         # Output (i, j) of phase (a, b) sits at (i + a, j + b) of this padded result.
-        phases = convolve(hidden, phase_kernels, phase_bias, 1, 1).view(batch, 2, 2, out_channels, height + 1, width + 1)
+        phases = convolve(hidden, phase_kernels, phase_bias, 1, 1)
+        phases = phases.view(batch, 2, 2, out_channels, height + 1, width + 1)
         rows = [
             torch.stack([phases[:, a, b, :, a : a + height, b : b + width] for b in (0, 1)], dim=-1) for a in (0, 1)
         ]
@@ -257,9 +258,9 @@ class Decoder(_CheckpointedSequence):
         self.second_order_ops = False
 
     def use_second_order_ops(self, enabled: bool) -> None:
-        """Use :mod:`hvae_pipeline.models.second_order`'s convolution, GroupNorm and SiLU (``True``, for a decoder that is
-        differentiated twice: same values and gradients, a cheaper double backward) or PyTorch's (``False``, the
-        default: cheaper when only first derivatives are taken)."""
+        """Use :mod:`hvae_pipeline.models.second_order`'s convolution, GroupNorm and SiLU (``True``, for a decoder
+        that is differentiated twice: same values and gradients, a cheaper double backward) or PyTorch's (``False``,
+        the default: cheaper when only first derivatives are taken)."""
         for module in self.modules():
             if hasattr(module, "second_order_ops"):
                 module.second_order_ops = enabled

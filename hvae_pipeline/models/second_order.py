@@ -73,7 +73,8 @@ class _Conv2dBackward(torch.autograd.Function):
 
     ``dx`` is linear in ``(dy, W)`` and ``dW`` in ``(dy, x)``, so for cotangents ``v_x``, ``v_W``, ``v_b``:
 
-        d/d dy = conv(v_x, W) + conv(x, v_W) + v_b,   d/dx = conv_input_grad(dy, v_W),   d/dW = conv_weight_grad(v_x, dy).
+        d/d dy = conv(v_x, W) + conv(x, v_W) + v_b,
+        d/dx = conv_input_grad(dy, v_W),   d/dW = conv_weight_grad(v_x, dy).
     """
 
     @staticmethod

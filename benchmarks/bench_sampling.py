@@ -31,7 +31,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from hvae_pipeline.demo import callbacks
-    from hvae_pipeline.defaults import load_pipeline
+    from hvae_pipeline.bundled_model import load_pipeline
 
     pipeline, description = load_pipeline()
     pipeline.set_progress_bar_config(disable=True)

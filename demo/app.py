@@ -15,7 +15,7 @@ import gradio as gr
 
 from hvae_pipeline.cli.options import check_device
 from hvae_pipeline.cli.version import add_version_option
-from hvae_pipeline.defaults import load_pipeline
+from hvae_pipeline.bundled_model import load_pipeline
 from hvae_pipeline.pipeline import HVAEPipeline
 
 from . import callbacks
@@ -69,7 +69,7 @@ def build_demo(pipeline: HVAEPipeline, description: str) -> gr.Blocks:
 
     Args:
         pipeline: The pipeline to sample from.
-        description: What was loaded, shown at the top (see :func:`hvae_pipeline.defaults.load_pipeline`).
+        description: What was loaded, shown at the top (see :func:`hvae_pipeline.bundled_model.load_pipeline`).
 
     Returns:
         The Blocks app, queued (one request at a time, at most :data:`MAX_QUEUE_SIZE` waiting); start it with

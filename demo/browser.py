@@ -118,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if executable is None:
         parser.exit(1, "no chromium executable found: run `bash scripts/install_browser.sh`\n")
 
-    from hvae_pipeline.defaults import load_pipeline
+    from hvae_pipeline.bundled_model import load_pipeline
 
     from .app import build_demo, launch
 

@@ -16,10 +16,11 @@ import numpy as np
 import torch
 from huggingface_hub import ModelCard
 
-from hvae_pipeline.export import find_model_card, write_samples_zip as write_zip
+from hvae_pipeline.hub.model_card import find_model_card
+from hvae_pipeline.outputs.export import write_samples_zip as write_zip
 from hvae_pipeline.pipeline import PAPER_MIN_TUMOUR_AREA, HVAEPipeline, SamplingBudgetExceeded, spherical_interpolation
-from hvae_pipeline.validation import MAX_SEED
-from hvae_pipeline.visualization import mask_to_uint8, overlay, to_grey_uint8
+from hvae_pipeline.models.inputs import MAX_SEED
+from hvae_pipeline.outputs.visualization import mask_to_uint8, overlay, to_grey_uint8
 
 from .uploads import DemoInputError, prepare_mask, prepare_slice
 
@@ -271,7 +272,7 @@ def reconstruct_upload(
 def write_samples_zip(samples: SampleSet, model_description: str, folder: str | Path | None = None) -> Path:
     """Write the samples to a zip archive: PNG pairs, two NIfTI volumes and a manifest (CSV and JSON).
 
-    The layout is :mod:`hvae_pipeline.export`'s zip: ``images/sample_00000.png`` (8-bit grey, or ``.npy`` floats for
+    The layout is :mod:`hvae_pipeline.outputs.export`'s zip: ``images/sample_00000.png`` (8-bit grey, or ``.npy`` floats for
     images with more than 3 channels), ``masks/sample_00000.png`` (class ids, 0/1 for binary masks),
     ``images.nii.gz`` (float32, x, y, sample, channel: sample ``i`` is slice ``i``) and ``masks.nii.gz`` (uint8, x, y,
     sample), ``manifest.csv`` and ``manifest.json`` (file names, NIfTI slice, seed, tumour area; the JSON adds the
@@ -302,7 +303,7 @@ def model_info_markdown(pipeline: HVAEPipeline, description: str) -> str:
 
     Args:
         pipeline: The loaded pipeline.
-        description: What :func:`hvae_pipeline.defaults.load_pipeline` says it loaded.
+        description: What :func:`hvae_pipeline.bundled_model.load_pipeline` says it loaded.
     """
     lines = [f"**Loaded:** {description}", ""]
     if is_untrained(pipeline):

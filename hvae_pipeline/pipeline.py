@@ -28,14 +28,14 @@ from diffusers import DiffusionPipeline, ModelMixin
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from .atomic_write import write_text_atomically
-from .export import image_to_uint8
-from .hub import DEFAULT_COMMIT_MESSAGE, HubTarget, raise_clear_hub_error, upload_pipeline_folder
-from .model_card import CARD_FILE, own_model_card, pipeline_model_card, point_card_at
+from .storage.atomic_write import write_text_atomically
+from .outputs.visualization import image_to_uint8
+from .hub.push import DEFAULT_COMMIT_MESSAGE, HubTarget, raise_clear_hub_error, upload_pipeline_folder
+from .hub.model_card import CARD_FILE, own_model_card, pipeline_model_card, point_card_at
 from .models.generator import PairGenerator, check_pair_generator, require_encoder
 from .models.latent_prior import GaussianLatentPrior
-from .validation import as_class_ids, check_images, name_list
-from .weights_check import check_loaded_weights, non_finite_tensors
+from .models.inputs import as_class_ids, check_images, name_list
+from .hub.weights_check import check_loaded_weights, non_finite_tensors
 
 OUTPUT_TYPES = ("pil", "np", "pt")
 # "standard": N(0, I), the paper's protocol; "fitted": the pipeline's GaussianLatentPrior; "auto": fitted when the

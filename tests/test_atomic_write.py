@@ -8,7 +8,7 @@ import stat
 
 import pytest
 
-from hvae_pipeline.atomic_write import atomic_file, write_json_atomically, write_text_atomically
+from hvae_pipeline.storage.atomic_write import atomic_file, write_json_atomically, write_text_atomically
 
 
 def test_a_written_file_replaces_the_previous_one_and_leaves_no_temporary(tmp_path):

@@ -17,7 +17,7 @@ from huggingface_hub import DatasetCard, ModelCard, ModelCardData
 from hvae_pipeline import GaussianLatentPrior, HVAEModel, HVAEPipeline
 from hvae_pipeline.cli.generate import build_parser, main
 from hvae_pipeline.pipeline import PAPER_MIN_TUMOUR_AREA
-from hvae_pipeline.visualization import overlay
+from hvae_pipeline.outputs.visualization import overlay
 
 # The tiny model's 16 x 16 masks rarely reach the default (the paper's > 200 px): most tests keep every pair.
 RAW = ["--min-tumour-area", "0"]

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from hvae_pipeline import HVAEModel
-from hvae_pipeline.defaults import BUNDLED_CHECKPOINT, has_bundled_checkpoint, load_pipeline
+from hvae_pipeline.bundled_model import load_pipeline
+from hvae_pipeline.hub.bundled_checkpoint import BUNDLED_CHECKPOINT, has_bundled_checkpoint
 
 pytestmark = pytest.mark.skipif(not has_bundled_checkpoint(), reason="no default model is bundled in this checkout")
 

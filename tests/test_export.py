@@ -1,4 +1,4 @@
-"""hvae_pipeline.export: the one writer of samples (PNG/NIfTI pairs, datasets, zip, manifest) behind the CLI, the demo
+"""hvae_pipeline.outputs.export: the one writer of samples (PNG/NIfTI pairs, datasets, zip, manifest) behind the CLI, the demo
 and the Python API; staged and renamed, never deleting files it did not write."""
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from huggingface_hub import DatasetCard
 from model_helpers import TINY_CONFIG
 
 from hvae_pipeline import HVAEModel, HVAEPipeline
-from hvae_pipeline.export import FOLDER_OUTPUTS, export_samples, image_to_uint8, nifti_bytes, write_samples_zip
-from hvae_pipeline.output_folder import OutputFolderError
+from hvae_pipeline.outputs.export import FOLDER_OUTPUTS, export_samples, nifti_bytes, write_samples_zip
+from hvae_pipeline.outputs.visualization import image_to_uint8
+from hvae_pipeline.storage.output_folder import OutputFolderError
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from hvae_pipeline import HVAEModel, HVAEPipeline
-from hvae_pipeline.defaults import BUNDLED_CHECKPOINT
-from hvae_pipeline.model_card import LOCAL_LOCATION, pipeline_model_card
+from hvae_pipeline.hub.bundled_checkpoint import BUNDLED_CHECKPOINT
+from hvae_pipeline.hub.model_card import LOCAL_LOCATION, pipeline_model_card
 from hvae_pipeline.pipeline import GENERIC_LOADER_MODULE
 
 # Loads FOLDER in a fresh interpreter, first without trust_remote_code (refused), then with it, and saves 3 samples.

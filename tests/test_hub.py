@@ -14,7 +14,7 @@ from huggingface_hub import HfApi, ModelCard
 from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled, RepositoryNotFoundError
 
 from hvae_pipeline import HVAEModel, HVAEPipeline, LSGANModel
-from hvae_pipeline.hub import (
+from hvae_pipeline.hub.push import (
     HubOfflineError,
     HubPushError,
     HubRepositoryNotFoundError,
@@ -24,7 +24,7 @@ from hvae_pipeline.hub import (
     hub_target_from_arguments,
     push_pipeline_folder,
 )
-from hvae_pipeline.model_card import hub_repo_of_folder, likelihood_evaluation
+from hvae_pipeline.hub.model_card import hub_repo_of_folder, likelihood_evaluation
 from hvae_pipeline.training import train_hvae
 from hvae_pipeline.training.loop import EXIT_PUSH_FAILED
 

@@ -21,9 +21,9 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
-from hvae_pipeline.atomic_write import atomic_file, write_text_atomically
+from hvae_pipeline.storage.atomic_write import atomic_file, write_text_atomically
 from hvae_pipeline.cli.version import add_version_option
-from hvae_pipeline.hub import HubTarget, add_push_arguments, hub_target_from_arguments
+from hvae_pipeline.hub.push import HubTarget, add_push_arguments, hub_target_from_arguments
 from hvae_pipeline.training.config import DEFAULTS, ConfigError, dump_config, flat_config, load_config
 from hvae_pipeline.training.data import dataset_to_tensors, load_slice_dataset
 
@@ -238,7 +238,7 @@ def resolve_mixed_precision(configured: str | None) -> str:
 
 
 def save_sample_grid(pipeline, path: Path, num_samples: int = 16, seed: int = 0) -> None:
-    from hvae_pipeline.visualization import sample_grid
+    from hvae_pipeline.outputs.visualization import sample_grid
 
     pipeline.set_progress_bar_config(disable=True)
     output = pipeline(num_samples=num_samples, generator=torch.Generator().manual_seed(seed), output_type="np")
@@ -698,7 +698,7 @@ def export_pipeline(run: TrainingRun, model, output_dir: Path, steps: int, secon
 
 def push_pipeline(pipeline_dir: Path, target: HubTarget) -> int:
     """Upload an exported pipeline folder with its card; on failure say why and keep the local export (exit code 4)."""
-    from hvae_pipeline.hub import HubPushError, push_pipeline_folder
+    from hvae_pipeline.hub.push import HubPushError, push_pipeline_folder
 
     try:
         commit = push_pipeline_folder(pipeline_dir, target)  # token from HF_TOKEN or `hf auth login`; never printed

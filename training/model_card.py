@@ -1,13 +1,13 @@
 """Model cards of a training run: what only the run knows (data, objective schedule, optimiser, logged metrics, held-out
-results), rendered with the package's template (:mod:`hvae_pipeline.model_card`)."""
+results), rendered with the package's template (:mod:`hvae_pipeline.hub.model_card`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from hvae_pipeline.atomic_write import write_text_atomically
-from hvae_pipeline.model_card import (
+from hvae_pipeline.storage.atomic_write import write_text_atomically
+from hvae_pipeline.hub.model_card import (
     Evaluation,
     TrainingData,
     generator_fields,
@@ -51,7 +51,7 @@ def training_data(data: dict[str, Any]) -> TrainingData:
 
 def _objective(model_config: Any, training: dict[str, Any], trained_steps: int,
                flow: dict[str, float] | None) -> str:
-    """The model's bound (:func:`~hvae_pipeline.model_card.model_objective`) and how this run scheduled it."""
+    """The model's bound (:func:`~hvae_pipeline.hub.model_card.model_objective`) and how this run scheduled it."""
     start = f" Started from the weights of {training['init_from']}." if training["init_from"] else ""
     warmup_steps = training["vae_warmup_steps"]
     if model_config.n_leapfrog and warmup_steps >= trained_steps:
@@ -77,7 +77,7 @@ def write_model_card(path: Path, run: Any, steps: int, seconds: float, last_metr
         last_metrics: The last logged row (shown as final metrics).
         flow: The trained model's :meth:`~hvae_pipeline.HVAEModel.flow_summary` (learnt step sizes and beta_0).
         evaluation: Held-out results measured after training (e.g. from
-            :func:`~hvae_pipeline.model_card.likelihood_evaluation`): a "Held-out evaluation" section and the card's
+            :func:`~hvae_pipeline.hub.model_card.likelihood_evaluation`): a "Held-out evaluation" section and the card's
             ``model-index``.
     """
     training = run.config["training"]

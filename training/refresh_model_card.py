@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Sequence
 
 from hvae_pipeline import HVAEModel, HVAEPipeline
-from hvae_pipeline.model_card import likelihood_evaluation
+from hvae_pipeline.hub.model_card import likelihood_evaluation
 from hvae_pipeline.training.config import ConfigError, load_config
 from hvae_pipeline.training.model_card import training_data, write_model_card
 from hvae_pipeline.training.train_hvae import HVAERun

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from huggingface_hub import DatasetCard
 
 HISTOGRAM_BIN_PX = 25  # the paper's balancing bin width
-# What `prepare` writes: --overwrite replaces a folder holding only these (see hvae_pipeline.output_folder).
+# What `prepare` writes: --overwrite replaces a folder holding only these (see hvae_pipeline.storage.output_folder).
 OWN_OUTPUTS = ("dataset/", "dataset/**", "slices.parquet", "area_histogram.png", "summary.txt")
 
 
@@ -162,8 +162,8 @@ def _save_histogram(counts: np.ndarray, edges: np.ndarray, path: Path, title: st
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``hvae-data``; returns the exit code (0 success, 2 bad input)."""
-    from hvae_pipeline.export import add_preview_column, save_dataset
-    from hvae_pipeline.output_folder import atomic_directory
+    from hvae_pipeline.outputs.export import add_preview_column, save_dataset
+    from hvae_pipeline.storage.output_folder import atomic_directory
 
     parser = _parser()
     args = parser.parse_args(argv)

@@ -36,7 +36,7 @@ from typing import Sequence
 
 from ..evaluation.segmentation import UNET_PROTOCOLS, UNetSettings
 from ..pipeline import PAPER_MIN_TUMOUR_AREA, PRIORS
-from ..validation import MAX_SEED
+from ..models.inputs import MAX_SEED
 from .options import add_min_tumour_area_option, check_device
 from .version import add_version_option
 

@@ -1,10 +1,10 @@
 """``hvae-generate``: sample paired (image, tumour mask) slices to a folder, with a manifest.
 
 Writes into a hidden sibling folder, batch by batch as the pairs are sampled (memory does not grow with
-``--num-samples``, except for ``--format dataset``), and renames it at the end (:mod:`hvae_pipeline.output_folder`):
+``--num-samples``, except for ``--format dataset``), and renames it at the end (:mod:`hvae_pipeline.storage.output_folder`):
 an interrupted or killed run leaves nothing behind, ``--out`` is checked before sampling, and ``--overwrite`` only
 replaces an earlier output of this command, once the new one is complete. The layouts are those of
-:mod:`hvae_pipeline.export`. By default only pairs whose mask has more than 200 tumour pixels are kept, the paper's
+:mod:`hvae_pipeline.outputs.export`. By default only pairs whose mask has more than 200 tumour pixels are kept, the paper's
 rule; ``--min-tumour-area 0`` keeps every pair (the raw model).
 """
 
@@ -20,10 +20,11 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..export import FOLDER_FORMATS, FOLDER_OUTPUTS, SampleFolderWriter, generating_model
-from ..output_folder import OutputFolderError, atomic_directory, check_output_folder
+from ..hub.model_card import generating_model
+from ..outputs.export import FOLDER_FORMATS, FOLDER_OUTPUTS, SampleFolderWriter
+from ..storage.output_folder import OutputFolderError, atomic_directory, check_output_folder
 from ..pipeline import PAPER_MIN_TUMOUR_AREA, PRIORS, HVAEPipeline, SamplingBudgetExceeded
-from ..validation import MAX_SEED
+from ..models.inputs import MAX_SEED
 from .options import add_min_tumour_area_option, check_device
 from .version import add_version_option
 
@@ -123,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _check_arguments(parser, args)
 
-    from ..defaults import load_pipeline
+    from ..bundled_model import load_pipeline
 
     try:
         pipeline, description = load_pipeline(args.model)

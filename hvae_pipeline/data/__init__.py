@@ -6,7 +6,7 @@ Every loader returns a :class:`datasets.Dataset` with the features of :func:`sli
 ``slice_index`` inferior -> superior.
 """
 
-from ..output_folder import atomic_directory
+from ..storage.output_folder import atomic_directory
 from .balance import balance_by_area
 from .brats import load_brats_slices
 from .errors import DataFormatError, MissingDataError

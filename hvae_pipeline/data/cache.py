@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable
 
 from datasets import Dataset, load_from_disk
 
-from ..output_folder import atomic_directory
+from ..storage.output_folder import atomic_directory
 
 # Bump when the content produced for the same arguments changes, so old cache entries are not reused.
 CACHE_FORMAT_VERSION = 2

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from .generators import EQUAL_UPDATES, REAL_ONLY, GeneratorSpec, check_distinct_names, check_image_shape
 from .real_data import RealDataSpec, RealSplit
-from ..atomic_write import write_json_atomically, write_text_atomically
+from ..storage.atomic_write import write_json_atomically, write_text_atomically
 from .records import RecordStore
 from .reporting import augmentation_markdown, plot_augmentation
 from .segmentation import UNetSettings, check_image_side, slice_dice, train_segmenter

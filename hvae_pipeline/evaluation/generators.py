@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..defaults import BUNDLED_CHECKPOINT, has_bundled_checkpoint
+from ..hub.bundled_checkpoint import BUNDLED_CHECKPOINT, has_bundled_checkpoint
 from ..pipeline import HVAEPipeline
 
 BUNDLED = "bundled"

@@ -21,7 +21,7 @@ from ..metrics import (InceptionFeatureExtractor, feature_statistics, frechet_di
 from ..metrics.ssim import MS_SSIM_WEIGHTS
 from .generators import GeneratorSpec, check_generators
 from .real_data import RealDataSpec, RealSplit
-from ..atomic_write import write_json_atomically, write_text_atomically
+from ..storage.atomic_write import write_json_atomically, write_text_atomically
 from .records import RecordStore
 from .reporting import image_quality_markdown
 from .synthetic import SamplingSettings, SyntheticPairs

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from ..models.hvae import HVAEModel
 from .generators import GeneratorSpec, check_generators, load_generator, model_fingerprint
 from .real_data import RealDataSpec, RealSplit
-from ..atomic_write import write_json_atomically, write_text_atomically
+from ..storage.atomic_write import write_json_atomically, write_text_atomically
 from .records import RecordStore
 from .reporting import likelihood_markdown
 

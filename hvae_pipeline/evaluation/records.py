@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..atomic_write import json_ready, write_json_atomically
+from ..storage.atomic_write import json_ready, write_json_atomically
 
 
 class SettingsMismatch(ValueError):

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic_write import atomic_file
+from ..storage.atomic_write import atomic_file
 
 NOT_AVAILABLE = "–"
 NOT_COMPUTED = "not computed (see below)"

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..atomic_write import atomic_file
+from ..storage.atomic_write import atomic_file
 from ..pipeline import PAPER_MIN_TUMOUR_AREA, PRIORS, HVAEPipeline, SamplingBudgetExceeded
 from .generators import GeneratorSpec, load_generator, model_fingerprint
 

@@ -31,7 +31,7 @@ from .hamiltonian import (
     standard_normal_log_density,
 )
 from .likelihoods import bernoulli_log_likelihood, categorical_log_likelihood, gaussian_log_likelihood
-from ..validation import pair_to_channels
+from .inputs import pair_to_channels
 from .blocks import Decoder, Encoder
 
 IMAGE_LIKELIHOODS = ("bernoulli", "gaussian")

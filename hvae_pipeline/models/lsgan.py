@@ -24,7 +24,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from torch.func import functional_call
 from torch.nn.utils.parametrizations import spectral_norm
 
-from ..validation import pair_to_channels
+from .inputs import pair_to_channels
 from .blocks import Decoder
 from .hvae import HVAEDecoderOutput, split_decoder_logits
 

@@ -13,8 +13,8 @@ from huggingface_hub import DatasetCard
 from hvae_pipeline.cli.data import main
 from hvae_pipeline.data import make_phantom_slices
 from hvae_pipeline.data.cards import DATA_SOURCES, infer_data_source, size_category
-from hvae_pipeline.export import add_preview_column
-from hvae_pipeline.visualization import overlay
+from hvae_pipeline.outputs.export import add_preview_column
+from hvae_pipeline.outputs.visualization import overlay
 
 SMALL = ["--size", "32", "--depth", "16"]
 

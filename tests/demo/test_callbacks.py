@@ -19,7 +19,7 @@ from hvae_pipeline.demo import callbacks
 from hvae_pipeline.demo.callbacks import DemoInputError
 from hvae_pipeline.models import GaussianLatentPrior
 from hvae_pipeline.pipeline import HVAEPipeline, spherical_interpolation
-from hvae_pipeline.visualization import CLASS_COLOURS
+from hvae_pipeline.outputs.visualization import CLASS_COLOURS
 
 
 def _generate(pipeline: HVAEPipeline, seed: int = 0, num_samples: int = 3, **overrides) -> callbacks.SampleSet:

@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from hvae_pipeline import GaussianLatentPrior, HVAEModel, HVAEPipeline
 from hvae_pipeline.cli import generate
-from hvae_pipeline.weights_check import CorruptWeightsError
+from hvae_pipeline.hub.weights_check import CorruptWeightsError
 
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 

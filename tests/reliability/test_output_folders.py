@@ -15,8 +15,8 @@ from reliability_helpers import hidden_entries, run_cli
 
 from hvae_pipeline.cli import data as data_cli
 from hvae_pipeline.cli import generate
-from hvae_pipeline.export import SampleFolderWriter
-from hvae_pipeline.output_folder import OutputFolderError, atomic_directory
+from hvae_pipeline.outputs.export import SampleFolderWriter
+from hvae_pipeline.storage.output_folder import OutputFolderError, atomic_directory
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 OWNED = ("result.txt",)
@@ -173,7 +173,7 @@ def test_generate_killed_while_writing_leaves_nothing(tiny_pipeline_folder, tmp_
         import sys, time
         from hvae_pipeline.cli import generate
 
-        from hvae_pipeline.export import SampleFolderWriter
+        from hvae_pipeline.outputs.export import SampleFolderWriter
 
         add = SampleFolderWriter.add
 

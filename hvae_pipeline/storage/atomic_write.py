@@ -2,7 +2,7 @@
 
 Readers never see half a file, and a failure (or an interrupt) leaves the previous file in place and no temporary
 behind. Used for every single file the package writes (records, reports, plots, caches, cards, training logs);
-whole output folders are staged by :func:`hvae_pipeline.output_folder.atomic_directory`.
+whole output folders are staged by :func:`hvae_pipeline.storage.output_folder.atomic_directory`.
 """
 
 from __future__ import annotations

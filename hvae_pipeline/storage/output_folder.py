@@ -20,7 +20,7 @@ import threading
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from .validation import name_list
+from ..models.inputs import name_list
 
 # Signals a batch scheduler or a user sends to stop a run; by default SIGTERM ends Python without running `finally`.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)

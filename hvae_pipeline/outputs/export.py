@@ -12,7 +12,7 @@ pixels of ``HVAEPipeline(..., output_type="pil")``. Layouts (``NNNNN`` numbers t
 - Zip (the demo): the PNG pairs, ``images.nii.gz`` / ``masks.nii.gz`` (every sample stacked: sample ``i`` is slice
   ``i``) and ``manifest.csv`` / ``manifest.json`` (with each pair's NIfTI slice).
 
-Folders and archives are staged and renamed into place by :func:`~hvae_pipeline.output_folder.atomic_directory`: an
+Folders and archives are staged and renamed into place by :func:`~hvae_pipeline.storage.output_folder.atomic_directory`: an
 interrupted export leaves nothing behind, and only an earlier export's own files are ever replaced.
 """
 
@@ -32,18 +32,19 @@ import numpy as np
 import PIL.Image
 import torch
 
-from .output_folder import atomic_directory
-from .visualization import overlay, sample_grid
+from ..hub.model_card import generating_model
+from ..storage.output_folder import atomic_directory
+from .visualization import image_to_uint8, overlay, sample_grid
 
 if TYPE_CHECKING:  # imported where used: the pipeline imports this module, and `datasets` is slow to import
     from datasets import Dataset
 
-    from .data.cards import GeneratingModel
-    from .pipeline import HVAEPipeline, HVAEPipelineOutput
+    from ..data.cards import GeneratingModel
+    from ..pipeline import HVAEPipeline, HVAEPipelineOutput
 
 PAIR_FORMATS = ("png", "nifti")
 FOLDER_FORMATS = (*PAIR_FORMATS, "dataset")
-# What a folder export writes: overwriting replaces a folder that holds only these (see hvae_pipeline.output_folder).
+# What a folder export writes: overwriting replaces a folder that holds only these (see hvae_pipeline.storage.output_folder).
 FOLDER_OUTPUTS = ("images/", "images/sample_*", "masks/", "masks/sample_*", "dataset/", "dataset/**", "manifest.csv",
                   "manifest.json", "preview.png")
 PREVIEW_PAIRS = 16
@@ -90,13 +91,6 @@ class ZipSink:
 
 
 # ------------------------------------------------------------------------------------------------ encodings
-def image_to_uint8(image: np.ndarray) -> np.ndarray:
-    """``(..., H, W, 1)`` or ``(..., H, W, 3)`` floats in ``[0, 1]`` -> ``(..., H, W)`` grey or ``(..., H, W, 3)`` RGB
-    uint8 pixels, as PNG files and PIL images hold them."""
-    pixels = (np.clip(image, 0.0, 1.0) * 255).round().astype(np.uint8)
-    return pixels[..., 0] if pixels.shape[-1] == 1 else pixels
-
-
 def png_bytes(pixels: np.ndarray) -> bytes:
     """A PNG file of uint8 ``pixels`` ``(H, W)`` (grey) or ``(H, W, 3)`` (RGB)."""
     buffer = io.BytesIO()
@@ -214,7 +208,7 @@ def synthetic_dataset(images: np.ndarray, masks: np.ndarray, tumour_areas: np.nd
     """
     from datasets import Dataset
 
-    from .data.features import slice_features
+    from ..data.features import slice_features
 
     channels_first = np.transpose(images, (0, 3, 1, 2))
     records = {
@@ -233,53 +227,13 @@ def save_dataset(dataset: "Dataset", folder: Path, card: Any) -> None:
 
     Args:
         dataset: The dataset.
-        folder: A new folder (inside a staging folder: see :mod:`hvae_pipeline.output_folder`).
+        folder: A new folder (inside a staging folder: see :mod:`hvae_pipeline.storage.output_folder`).
         card: A ``huggingface_hub.DatasetCard`` (see :mod:`hvae_pipeline.data.cards`).
     """
-    from .data.cards import CARD_FILE
+    from ..data.cards import CARD_FILE
 
     dataset.save_to_disk(str(folder))
     card.save(Path(folder) / CARD_FILE)
-
-
-# ------------------------------------------------------------------------------------------------ the generating model
-def find_model_card(pipeline: "HVAEPipeline") -> Path | None:
-    """The model card (``README.md``) of the pipeline's folder, or of its cached Hub download; never downloads."""
-    from huggingface_hub import try_to_load_from_cache
-
-    source = pipeline.name_or_path
-    if not source:
-        return None
-    if Path(source).is_dir():
-        card = Path(source) / "README.md"
-        return card if card.is_file() else None
-    cached = try_to_load_from_cache(source, "README.md")
-    return Path(cached) if isinstance(cached, str) else None
-
-
-def generating_model(pipeline: "HVAEPipeline") -> "GeneratingModel":
-    """What a dataset card says of the pipeline that drew the pairs: its Hub id or folder name (never the folder's
-    path on this machine), and the licence and training data of its model card."""
-    from huggingface_hub import ModelCard
-
-    from . import __version__
-    from .data.cards import GeneratingModel
-    from .defaults import BUNDLED_CHECKPOINT
-
-    source = pipeline.name_or_path
-    if not source:
-        name = "an untrained model (random weights)"
-    elif Path(source).resolve() == BUNDLED_CHECKPOINT.resolve():
-        name = f"the bundled default model of hvae-pipeline {__version__}"
-    elif Path(source).is_dir():
-        name = f"{Path(source).resolve().name} (a local pipeline folder)"
-    else:
-        name = source  # a Hub id
-    card_path = find_model_card(pipeline)
-    if card_path is None:
-        return GeneratingModel(name, None)
-    card: ModelCard = ModelCard.load(card_path)
-    return GeneratingModel(name, card.data.get("license"), tuple(card.data.get("datasets") or ()))
 
 
 # ------------------------------------------------------------------------------------------------ exports
@@ -290,7 +244,7 @@ class SampleFolderWriter:
     format keeps them until :meth:`finish` (``save_to_disk`` writes one table).
 
     Args:
-        folder: The folder (a staging folder from :func:`~hvae_pipeline.output_folder.atomic_directory`).
+        folder: The folder (a staging folder from :func:`~hvae_pipeline.storage.output_folder.atomic_directory`).
         file_format: One of :data:`FOLDER_FORMATS`.
         **row_fields: Values added to every manifest row (e.g. ``seed=0``).
     """
@@ -333,7 +287,7 @@ class SampleFolderWriter:
             raise ValueError("no pairs to export: add at least one batch first")
         images, masks = np.concatenate(self._images), np.concatenate(self._masks)
         if self.file_format == "dataset":
-            from .data.cards import synthetic_dataset_card
+            from ..data.cards import synthetic_dataset_card
 
             areas = [row["tumour_area"] for row in self.rows]
             card = synthetic_dataset_card(model, len(self.rows), sampling, SYNTHETIC_COLUMNS)
@@ -384,7 +338,7 @@ def export_samples(
     """
     if file_format not in FOLDER_FORMATS:
         raise ValueError(f"`file_format` must be one of {FOLDER_FORMATS}, got {file_format!r}")
-    from .data.cards import GeneratingModel
+    from ..data.cards import GeneratingModel
 
     images, masks = as_numpy_pairs(samples)
     model = generating_model(pipeline) if pipeline is not None else GeneratingModel("an unnamed model", None)

@@ -9,6 +9,13 @@ import PIL.Image
 CLASS_COLOURS = np.array([[255, 64, 64], [64, 200, 255], [255, 220, 0], [160, 255, 96], [220, 96, 255]], np.float32)
 
 
+def image_to_uint8(image: np.ndarray) -> np.ndarray:
+    """``(..., H, W, 1)`` or ``(..., H, W, 3)`` floats in ``[0, 1]`` -> ``(..., H, W)`` grey or ``(..., H, W, 3)`` RGB
+    uint8 pixels, as PNG files and PIL images hold them."""
+    pixels = (np.clip(image, 0.0, 1.0) * 255).round().astype(np.uint8)
+    return pixels[..., 0] if pixels.shape[-1] == 1 else pixels
+
+
 def to_grey_uint8(image: np.ndarray) -> np.ndarray:
     """``(H, W)`` or ``(H, W, C)`` floats in ``[0, 1]`` -> ``(H, W)`` uint8 (first channel of multi-modal images)."""
     if image.ndim == 3:

@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from .export import find_model_card
-from .models.generator import PairAutoencoder, PairGenerator
+from ..models.generator import PairAutoencoder, PairGenerator
 
 if TYPE_CHECKING:  # the pipeline imports this module
-    from .pipeline import HVAEPipeline
+    from ..data.cards import GeneratingModel
+    from ..pipeline import HVAEPipeline
 
 TEMPLATE = Path(__file__).with_name("model_card_template.md")
 CARD_FILE = "README.md"
@@ -194,7 +194,7 @@ def pipeline_model_card(pipeline: "HVAEPipeline", location: str = LOCAL_LOCATION
         pipeline: The pipeline.
         location: See :func:`render_model_card`.
     """
-    from . import __version__
+    from .. import __version__
 
     model = pipeline.model
     flow = model.flow_summary() if hasattr(model, "flow_summary") else None  # the HVAE and VAE; the LSGAN has no flow
@@ -259,6 +259,20 @@ def likelihood_evaluation(summary: dict[str, Any], generator: str, dataset_type:
     return Evaluation(description, rows, results)
 
 
+def find_model_card(pipeline: "HVAEPipeline") -> Path | None:
+    """The model card (``README.md``) of the pipeline's folder, or of its cached Hub download; never downloads."""
+    from huggingface_hub import try_to_load_from_cache
+
+    source = pipeline.name_or_path
+    if not source:
+        return None
+    if Path(source).is_dir():
+        card = Path(source) / "README.md"
+        return card if card.is_file() else None
+    cached = try_to_load_from_cache(source, "README.md")
+    return Path(cached) if isinstance(cached, str) else None
+
+
 def is_own_card(card: ModelCard) -> bool:
     """Whether ``card`` was rendered by hvae-pipeline (and so says "not for clinical use" and the data's licence)."""
     return OWN_CARD_TAG in (card.data.get("tags") or [])
@@ -290,3 +304,28 @@ def hub_repo_of_folder(folder: str | Path) -> str | None:
         if part.startswith("models--"):  # the Hub cache's name of `OWNER/NAME` (ids cannot contain "--")
             return part.removeprefix("models--").replace("--", "/")
     return None
+
+
+def generating_model(pipeline: "HVAEPipeline") -> "GeneratingModel":
+    """What a dataset card says of the pipeline that drew the pairs: its Hub id or folder name (never the folder's
+    path on this machine), and the licence and training data of its model card."""
+    from huggingface_hub import ModelCard
+
+    from .. import __version__
+    from .bundled_checkpoint import BUNDLED_CHECKPOINT
+    from ..data.cards import GeneratingModel
+
+    source = pipeline.name_or_path
+    if not source:
+        name = "an untrained model (random weights)"
+    elif Path(source).resolve() == BUNDLED_CHECKPOINT.resolve():
+        name = f"the bundled default model of hvae-pipeline {__version__}"
+    elif Path(source).is_dir():
+        name = f"{Path(source).resolve().name} (a local pipeline folder)"
+    else:
+        name = source  # a Hub id
+    card_path = find_model_card(pipeline)
+    if card_path is None:
+        return GeneratingModel(name, None)
+    card: ModelCard = ModelCard.load(card_path)
+    return GeneratingModel(name, card.data.get("license"), tuple(card.data.get("datasets") or ()))

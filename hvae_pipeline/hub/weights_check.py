@@ -13,7 +13,7 @@ import torch
 from diffusers.utils import SAFETENSORS_WEIGHTS_NAME
 from safetensors import safe_open
 
-from .validation import name_list
+from ..models.inputs import name_list
 
 
 class CorruptWeightsError(OSError):

@@ -5,12 +5,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from .hub.bundled_checkpoint import BUNDLED_CHECKPOINT, has_bundled_checkpoint
 from .models import HVAEModel
 from .pipeline import HVAEPipeline
 
 logger = logging.getLogger(__name__)
-
-BUNDLED_CHECKPOINT = Path(__file__).parent / "checkpoints" / "default"
 
 # Network of the CPU-trainable configuration (training/configs/cpu-128.yaml), used for the untrained fallback.
 SMALL_MODEL_CONFIG = dict(
@@ -21,11 +20,6 @@ SMALL_MODEL_CONFIG = dict(
     num_attention_heads=4,
     attention_head_dim=32,
 )
-
-
-def has_bundled_checkpoint() -> bool:
-    """Whether the package ships a trained default pipeline."""
-    return (BUNDLED_CHECKPOINT / "model_index.json").is_file()
 
 
 def load_pipeline(model: str | None = None, allow_untrained: bool = True) -> tuple[HVAEPipeline, str]:

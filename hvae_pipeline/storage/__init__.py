@@ -1,0 +1,1 @@
+"""Writing files and folders safely: atomic files, staged output folders that never touch what a run did not create."""

@@ -26,7 +26,7 @@ from hvae_pipeline.hub.push import (
 )
 from hvae_pipeline.hub.model_card import hub_repo_of_folder, likelihood_evaluation
 from hvae_pipeline.training import train_hvae
-from hvae_pipeline.training.loop import EXIT_PUSH_FAILED
+from hvae_pipeline.training.publish import EXIT_PUSH_FAILED
 
 TINY_RUN = ["--config", "phantom-tiny", "model.sample_size=16", "data.size=16", "data.num_phantom_slices=48",
             "training.batch_size=8", "training.num_threads=1", "training.max_steps=2"]

@@ -16,7 +16,7 @@ from hvae_pipeline.evaluation import RealDataSpec, load_real_split
 from hvae_pipeline.training import train_hvae
 from hvae_pipeline.training.config import ConfigError, load_config
 from hvae_pipeline.training.data import load_slice_dataset
-from hvae_pipeline.training.loop import check_before_data
+from hvae_pipeline.training.command_line import check_before_data
 from hvae_pipeline.training.train_hvae import HVAERun
 
 CASES = [f"case_{number}" for number in range(6)]

@@ -19,7 +19,9 @@ from hvae_pipeline.models.lsgan import LSGANModel
 from hvae_pipeline.training import plot_stages, train_hvae, train_lsgan
 from hvae_pipeline.training.config import ConfigError, load_config
 from hvae_pipeline.training.data import dataset_to_tensors, load_slice_dataset
-from hvae_pipeline.training.loop import EXIT_NON_FINITE, EXIT_PUSH_FAILED, initialise_from, run_training
+from hvae_pipeline.training.components import initialise_from
+from hvae_pipeline.training.loop import EXIT_NON_FINITE, run_training
+from hvae_pipeline.training.publish import EXIT_PUSH_FAILED
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 

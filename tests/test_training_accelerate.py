@@ -16,13 +16,8 @@ from accelerate.tracking import LOGGER_TYPE_TO_CLASS, get_available_trackers
 
 from hvae_pipeline.training import train_hvae
 from hvae_pipeline.training.config import DEFAULTS, ConfigError, dump_config, flat_config, load_config
-from hvae_pipeline.training.loop import (
-    LAUNCHER_PRECISION,
-    load_slices,
-    make_loader,
-    metrics_row,
-    resolve_mixed_precision,
-)
+from hvae_pipeline.training.components import LAUNCHER_PRECISION, load_slices, make_loader, resolve_mixed_precision
+from hvae_pipeline.training.run_log import metrics_row
 
 # 16 x 16 phantoms and a two-level network: each step takes a few milliseconds.
 TINY = ["model.sample_size=16", "data.size=16", "data.num_phantom_slices=48", "training.batch_size=8",

@@ -13,7 +13,7 @@ import csv
 import sys
 from pathlib import Path
 
-from hvae_pipeline.training.loop import plot_loss_curve
+from hvae_pipeline.training.run_log import plot_loss_curve
 
 
 def chained_rows(logs: list[Path]) -> list[dict[str, str]]:

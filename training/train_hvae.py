@@ -20,7 +20,8 @@ import torch
 from hvae_pipeline import HVAEModel, HVAEPipeline, fit_latent_prior
 from hvae_pipeline.models.latent_prior import LATENT_SOURCES
 from hvae_pipeline.training.config import ConfigError
-from hvae_pipeline.training.loop import TrainingRun, command_line
+from hvae_pipeline.training.command_line import command_line
+from hvae_pipeline.training.trainer import TrainingRun
 
 
 class HVAERun(TrainingRun):

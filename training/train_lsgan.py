@@ -14,7 +14,8 @@ import torch
 
 from hvae_pipeline import HVAEPipeline
 from hvae_pipeline.models.lsgan import LSGANModel
-from hvae_pipeline.training.loop import TrainingRun, command_line
+from hvae_pipeline.training.command_line import command_line
+from hvae_pipeline.training.trainer import TrainingRun
 
 
 class LSGANRun(TrainingRun):

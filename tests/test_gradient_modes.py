@@ -121,9 +121,9 @@ def test_checkpointed_flow_recomputes_under_the_forward_autocast_state(tiny_conf
 
 def test_auto_chunk_size_suits_the_device():
     gigabyte = 1024**3
-    # Off CUDA: 4, the fastest and smallest form on CPU, whatever memory there is.
+    # Free memory unknown: 4.
     assert choose_chunk_size("cpu", 16, 10**7, None) == 4
-    # CUDA: the whole batch where it fits in half the free memory; else the largest chunk that does, at least 1.
+    # Known (CUDA, or a CPU's MemAvailable): the whole batch where it fits in half the free memory; else the largest chunk that does, at least 1.
     per_sample = 16 * 10**7  # bytes recomputed per sample for 1e7 activation elements
     assert choose_chunk_size("cuda", 16, 10**7, 100 * gigabyte) is None
     assert choose_chunk_size("cuda", 16, 10**7, 10 * per_sample) == 5
@@ -136,7 +136,10 @@ def test_auto_chunk_size_suits_the_device():
 def test_auto_is_the_default_and_resolves_on_this_device(tiny_config):
     model = HVAEModel(**tiny_config)
     assert model.flow_checkpoint_chunk_size == "auto"
-    assert model._resolved_chunk_size(torch.zeros(16, *model.latent_shape)) == 4
+    # The tiny model's recomputation fits in half of this machine's free memory: the whole batch.
+    assert model._resolved_chunk_size(torch.zeros(16, *model.latent_shape)) is None
+    model.flow_checkpoint_chunk_size = 3
+    assert model._resolved_chunk_size(torch.zeros(16, *model.latent_shape)) == 3
     model.flow_checkpoint_chunk_size = None
     assert model._resolved_chunk_size(torch.zeros(16, *model.latent_shape)) is None
     # The activation count that sizes GPU chunks: every leaf output of one decoder pass, the final 2-channel image

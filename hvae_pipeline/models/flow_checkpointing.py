@@ -23,27 +23,47 @@ import torch
 RowPotentialFn = Callable[[torch.Tensor, slice], tuple[torch.Tensor, tuple[torch.Tensor, ...]]]
 
 
-# Off CUDA, chunks of 4 samples are both the smallest and the fastest form of the exact step (BENCHMARKS.md, CPU).
-CPU_FLOW_CHECKPOINT_CHUNK_SIZE = 4
+# The chunk when the free memory cannot be read (neither CUDA's allocator nor /proc/meminfo answers).
+FALLBACK_CHUNK_SIZE = 4
 # Peak bytes of recomputing one evaluation for one sample, per element of the decoder's forward activations (counted in
 # float32): measured on an H200 as 3.9 (small network, fp32) and 3.5 (paper network, bf16 autocast), rounded up.
 RECOMPUTE_BYTES_PER_ACTIVATION = 4 * 4
-# Share of the free accelerator memory that the recomputed chunk may take (the rest: the step's other tensors).
+# Share of the free memory that the recomputed chunk may take (the rest: the step's other tensors; on a CPU, also the
+# other processes of the machine).
 RECOMPUTE_MEMORY_SHARE = 0.5
 
 
-def choose_chunk_size(device_type: str, batch_size: int, activation_elements: int, free_bytes: int | None) -> int | None:
-    """The flow-checkpoint chunk that suits a device: on CUDA the whole batch (``None``, 2-3x faster than chunks of 4
-    there) when its recomputation fits in half the free memory, else the largest chunk that does; elsewhere 4.
+def free_memory_bytes(device: torch.device) -> int | None:
+    """Free memory for tensors on ``device``: ``torch.cuda.mem_get_info`` on CUDA, ``MemAvailable`` of
+    ``/proc/meminfo`` on a CPU; ``None`` where neither can be read (another accelerator, a system without procfs)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    if device.type != "cpu":
+        return None
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def choose_chunk_size(device_type: str, batch_size: int, activation_elements: int,
+                      free_bytes: int | None) -> int | None:
+    """The flow-checkpoint chunk that suits a device: the whole batch (``None``: fastest, 2-3x faster than chunks of
+    4 on CUDA and ~1.5x on CPU, BENCHMARKS.md) when its recomputation fits in half the free memory, else the largest
+    chunk that does; :data:`FALLBACK_CHUNK_SIZE` when the free memory is unknown.
 
     Args:
-        device_type: ``"cuda"``, ``"cpu"``...
+        device_type: ``"cuda"``, ``"cpu"``... (the rule is the same on every device; kept for the callers' logs).
         batch_size: Samples in the batch being evaluated.
         activation_elements: Elements of the decoder's forward activations for one sample.
-        free_bytes: Free accelerator memory (``torch.cuda.mem_get_info``); ignored off CUDA.
+        free_bytes: Free memory of the device (:func:`free_memory_bytes`), ``None`` if unknown.
     """
-    if device_type != "cuda" or free_bytes is None:
-        return CPU_FLOW_CHECKPOINT_CHUNK_SIZE
+    if free_bytes is None:
+        return FALLBACK_CHUNK_SIZE
     per_sample = RECOMPUTE_BYTES_PER_ACTIVATION * activation_elements
     fitting = int(RECOMPUTE_MEMORY_SHARE * free_bytes // max(per_sample, 1))
     return None if fitting >= batch_size else max(1, fitting)
@@ -109,8 +129,9 @@ def checkpointed_potential_and_gradient(
     parameters: Sequence[torch.Tensor],
     chunk_size: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
-    """``(U(z), grad U(z), aux)`` as :func:`hvae_pipeline.models.hamiltonian.potential_and_gradient` with ``create_graph=True``
-    computes them, with the same gradients, but without keeping any graph between forward and backward.
+    """``(U(z), grad U(z), aux)`` as :func:`hvae_pipeline.models.hamiltonian.potential_and_gradient` with
+    ``create_graph=True`` computes them, with the same gradients, but without keeping any graph between forward and
+    backward.
 
     Args:
         potential_fn: ``(z_rows, rows) -> (U, aux)`` on the rows ``rows`` of the batch; ``aux`` a tuple of tensors

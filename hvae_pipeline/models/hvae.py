@@ -22,7 +22,7 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.accelerate_utils import apply_forward_hook
 from diffusers.utils.torch_utils import randn_tensor
 
-from .flow_checkpointing import checkpointed_potential_and_gradient, choose_chunk_size
+from .flow_checkpointing import checkpointed_potential_and_gradient, choose_chunk_size, free_memory_bytes
 from .hamiltonian import (
     FlowOutput,
     diagonal_gaussian_log_density,
@@ -338,9 +338,9 @@ class HVAEModel(ModelMixin, ConfigMixin):
     @property
     def flow_checkpoint_chunk_size(self) -> int | str | None:
         """Samples per recomputed chunk of each flow evaluation under gradient checkpointing: ``"auto"`` (default:
-        chosen from the device and its free memory by :func:`~hvae_pipeline.models.flow_checkpointing.choose_chunk_size`: 4 on
-        CPU, the whole batch on a GPU where it fits), a number, or ``None`` (the whole batch). Smaller chunks lower the
-        peak memory of the exact HVAE; gradients are unchanged."""
+        chosen from the device and its free memory by :func:`~hvae_pipeline.models.flow_checkpointing.choose_chunk_size`:
+        the whole batch where it fits in half the free memory, on a GPU or a CPU), a number, or ``None`` (the whole
+        batch). Smaller chunks lower the peak memory of the exact HVAE; gradients are unchanged."""
         return self._flow_checkpoint_chunk_size
 
     @flow_checkpoint_chunk_size.setter
@@ -355,7 +355,7 @@ class HVAEModel(ModelMixin, ConfigMixin):
         """The chunk size for an evaluation at ``z``, resolving ``"auto"`` (see :attr:`flow_checkpoint_chunk_size`)."""
         if self._flow_checkpoint_chunk_size != "auto":
             return self._flow_checkpoint_chunk_size
-        free_bytes = torch.cuda.mem_get_info(z.device)[0] if z.device.type == "cuda" else None
+        free_bytes = free_memory_bytes(z.device)
         if free_bytes is not None and self._decoder_activation_elements is None:
             self._decoder_activation_elements = self._count_decoder_activations()
         return choose_chunk_size(z.device.type, z.shape[0], self._decoder_activation_elements or 0, free_bytes)

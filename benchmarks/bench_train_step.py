@@ -39,7 +39,8 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # kB on Linux
 
 
-SUFFIXES = ("cl", "torch-ops", "interpolate")
+SUFFIXES = ("cl", "torch-ops", "interpolate", "l1", "perceptual", "adversarial")
+OBJECTIVE_SUFFIXES = ("l1", "perceptual", "adversarial")
 
 
 def parse_contender(text: str) -> tuple[str, str, frozenset[str]]:
@@ -48,7 +49,9 @@ def parse_contender(text: str) -> tuple[str, str, frozenset[str]]:
     an exact HVAE's decoder PyTorch's own convolution, SiLU and GroupNorm (the baseline of
     ``hvae_pipeline.models.second_order``, which it uses otherwise; the VAE and the detached flow use PyTorch's anyway);
     ``interpolate`` computes the decoder's upsampling as ``conv(interpolate(x, 2))`` (the baseline of the phase
-    decomposition in ``hvae_pipeline.models.blocks.Upsample``; the same function).
+    decomposition in ``hvae_pipeline.models.blocks.Upsample``; the same function); ``l1``, ``perceptual`` and
+    ``adversarial`` add those training objectives (training/objectives.py, issue 25) with their defaults and the
+    packaged feature network, the adversarial term from the first step (its discriminator's step included).
 
     Raises:
         ValueError: an unknown contender or suffix, a chunk suffix other than a number or ``all`` or on a
@@ -60,7 +63,7 @@ def parse_contender(text: str) -> tuple[str, str, frozenset[str]]:
     name, _, chunk = head.partition("@")
     if name not in CONTENDERS or chunk and not (name.endswith("-ckpt") and (chunk == "all" or chunk.isdigit())):
         raise ValueError(text)
-    if suffixes and name == "pythae":
+    if suffixes and name == "pythae" or "adversarial" in suffixes and not {"l1", "perceptual"} & set(suffixes):
         raise ValueError(text)
     return name, chunk, frozenset(suffixes)
 
@@ -74,6 +77,20 @@ def use_interpolating_upsampling(model: torch.nn.Module) -> None:
             module.forward = lambda hidden, conv=module.conv: conv(
                 F.interpolate(hidden, scale_factor=2.0, mode="nearest")
             )
+
+
+def objective_for(model: torch.nn.Module, suffixes: frozenset[str], device: torch.device):
+    """The :class:`DiscriminativeObjective` of the contender's objective suffixes around ``model``; ``None`` without."""
+    if not set(OBJECTIVE_SUFFIXES) & suffixes:
+        return None
+    from accelerate import Accelerator
+
+    from hvae_pipeline.training.config import DEFAULTS
+    from hvae_pipeline.training.objectives import DiscriminativeObjective
+
+    objectives = dict(DEFAULTS["objectives"], **{name: name in suffixes for name in OBJECTIVE_SUFFIXES})
+    accelerator = Accelerator(cpu=device.type == "cpu")  # the discriminator is prepared with it, as in training
+    return DiscriminativeObjective(objectives, {"learning_rate": 1e-4, "adam_betas": [0.5, 0.9]}, accelerator, model)
 
 
 def peak_gb(device: torch.device) -> float:
@@ -109,9 +126,11 @@ def worker(contender: str, network: str, size: int, batch: int, n_leapfrog: int,
             if chunk_size:  # "@N": N samples per recomputed chunk, "@all": the whole batch; none: the model's default
                 model.flow_checkpoint_chunk_size = None if chunk_size == "all" else int(chunk_size)
         generator = torch.Generator()
+        objective = objective_for(model, suffixes, device)
 
         def loss_fn() -> torch.Tensor:
-            return model(images, masks, generator=generator.manual_seed(0)).loss
+            loss = model(images, masks, generator=generator.manual_seed(0)).loss
+            return loss if objective is None else objective.add_terms({"loss": loss}, images, masks, step=0)["loss"]
     model.to(device).train()
     optimiser = torch.optim.AdamW(model.parameters(), lr=1e-4)
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16"
@@ -141,7 +160,8 @@ def main() -> None:
                         "'exact-ckpt@N' recomputes the flow N samples at a time ('@all': whole batch); a '+cl' "
                         "suffix runs a contender in channels_last memory format, '+torch-ops' with PyTorch's own "
                         "convolution, SiLU and GroupNorm instead of hvae_pipeline.models.second_order's, "
-                        "'+interpolate' with interpolate-then-convolve upsampling")
+                        "'+interpolate' with interpolate-then-convolve upsampling; '+l1', '+perceptual', "
+                        "'+adversarial' add those training objectives (issue 25)")
     parser.add_argument("--rounds", type=int, default=3, help="subprocess runs per contender, alternated")
     parser.add_argument("--steps", type=int, default=2, help="steps per subprocess; the first is a warm-up")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (peak memory: RSS on CPU, allocated on CUDA)")

@@ -91,6 +91,19 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "num_threads": None,  # torch CPU threads (None: torch's default)
         "dataloader_workers": 0,
     },
+    # HVAE only: training terms beyond the ELBO, the discriminative HVAE (training/objectives.py); all off by default.
+    "objectives": {
+        "l1": False,  # L1 reconstruction of the image channels
+        "perceptual": False,  # LPIPS-style distance in the feature network's features (hvae_pipeline.models.perceptual)
+        "adversarial": False,  # hinge GAN term of a PatchGAN discriminator judging reconstructions
+        "weight": 0.05,  # w: loss = (1 - w) * HVAE + w * (L1 + perceptual + adaptive weight * GAN)
+        "feature_network": None,  # a FeatureEncoder folder (null: the packaged one)
+        "adversarial_start_step": 0,  # before it the GAN term is 0 and the discriminator does not train
+        "adversarial_weight": 1.0,  # factor of the adaptive weight
+        "discriminator_channels": 64,
+        "discriminator_layers": 3,
+        "discriminator_learning_rate": None,  # null: training.learning_rate
+    },
 }
 
 
@@ -229,6 +242,32 @@ DATA_RULES: dict[str, Rule] = {
 }
 
 
+# One rule per key of DEFAULTS["objectives"] (a test checks that none is missing).
+OBJECTIVES_RULES: dict[str, Rule] = {
+    "l1": _BOOLEAN,
+    "perceptual": _BOOLEAN,
+    "adversarial": _BOOLEAN,
+    "weight": Rule("a number in (0, 1)", lambda v: _is_number(v) and 0 < v < 1),
+    "feature_network": _or_null(_PATH),
+    "adversarial_start_step": _integer_at_least(0),
+    "adversarial_weight": _number_above(0),
+    # The discriminator's GroupNorms have 8 groups.
+    "discriminator_channels": Rule("a multiple of 8, e.g. 64", lambda v: _is_integer(v) and v >= 8 and v % 8 == 0),
+    "discriminator_layers": _integer_at_least(1),
+    "discriminator_learning_rate": _or_null(_number_above(0)),
+}
+
+
+def validate_objectives(objectives: dict[str, Any]) -> dict[str, Any]:
+    """:func:`validate_section` of ``objectives``; the adversarial term also needs L1 or the perceptual term, whose
+    gradient sets its adaptive weight."""
+    checked = validate_section("objectives", objectives, OBJECTIVES_RULES)
+    if checked["adversarial"] and not (checked["l1"] or checked["perceptual"]):
+        raise ConfigError("objectives.adversarial=True needs objectives.l1 or objectives.perceptual: the adversarial "
+                          "term's adaptive weight matches its gradient to theirs")
+    return checked
+
+
 def validate_section(section: str, settings: dict[str, Any], rules: dict[str, Rule]) -> dict[str, Any]:
     """Check every key of one config section against its ``rules``; return the settings with converted values.
 
@@ -354,4 +393,5 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> dict[
     config["training"] = validate_section("training", config["training"], TRAINING_RULES)
     check_tracker(config["training"]["report_to"])
     config["data"] = validate_data(config["data"])
+    config["objectives"] = validate_objectives(config["objectives"])
     return config

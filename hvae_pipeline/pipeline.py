@@ -5,37 +5,31 @@ the HVAE, its VAE baseline and the LSGAN baseline are sampled, saved and evaluat
 ``model.config`` (``image_channels``, ``mask_channels``, ``sample_size``) and ``model.decode(z)`` returning ``images``
 in ``[0, 1]`` and ``mask_logits``. Reconstruction also needs ``model.encode`` (:class:`PairAutoencoder`).
 
-A saved pipeline carries a small ``pipeline.py`` that names this class, and its ``model_index.json`` points to it,
-so that diffusers' generic loader finds the class in a fresh process:
-``DiffusionPipeline.from_pretrained(folder_or_repo, trust_remote_code=True)``.
+Saving, loading and pushing (a folder's ``pipeline.py`` for diffusers' generic loader, checks of loaded weights, the
+model card of a push) live in :mod:`hvae_pipeline.hub.pipeline_files`.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import numbers
-import os
-import tempfile
+import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 import PIL.Image
 import torch
-from diffusers import DiffusionPipeline, ModelMixin
+from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from .storage.atomic_write import write_text_atomically
-from .outputs.visualization import image_to_uint8
-from .hub.push import DEFAULT_COMMIT_MESSAGE, HubTarget, raise_clear_hub_error, upload_pipeline_folder
-from .hub.model_card import CARD_FILE, own_model_card, pipeline_model_card, point_card_at
+from .hub.pipeline_files import PipelineFilesMixin
+from .hub.weights_check import non_finite_tensors
 from .models.generator import PairGenerator, check_pair_generator, require_encoder
-from .models.latent_prior import GaussianLatentPrior
 from .models.inputs import as_class_ids, check_images, name_list
-from .hub.weights_check import check_loaded_weights, non_finite_tensors
+from .models.latent_prior import GaussianLatentPrior
+from .outputs.visualization import image_to_uint8
 
 OUTPUT_TYPES = ("pil", "np", "pt")
 # "standard": N(0, I), the paper's protocol; "fitted": the pipeline's GaussianLatentPrior; "auto": fitted when the
@@ -44,20 +38,8 @@ PRIORS = ("auto", "standard", "fitted")
 # The paper keeps the synthetic pairs whose mask has more than 200 tumour pixels (at 128 x 128); sampling keeps the
 # areas >= min_tumour_area, so the paper's rule is min_tumour_area=201.
 PAPER_MIN_TUMOUR_AREA = 201
-
-# diffusers' generic loader reads `"_class_name": [module, class]` in model_index.json as "the class `class` of the
-# file `module.py` beside the weights" (its custom-pipeline layout); the file only imports the installed package.
-GENERIC_LOADER_MODULE = "pipeline"
-GENERIC_LOADER_SOURCE = '''"""Lets diffusers' generic loader find this folder's pipeline class in the installed hvae-pipeline package:
-
-    DiffusionPipeline.from_pretrained(folder_or_repo_id, trust_remote_code=True)
-"""
-
-try:
-    from hvae_pipeline import HVAEPipeline  # noqa: F401
-except ImportError as error:
-    raise ImportError("this pipeline needs the hvae-pipeline package: `pip install hvae-pipeline`") from error
-'''
+# Keywords renamed in the Python API: the old name keeps working, with a FutureWarning, until the version given.
+RENAMED_KEYWORDS = {"min_mask_area": ("min_tumour_area", "0.2.0")}
 
 
 @dataclass
@@ -91,7 +73,7 @@ def spherical_interpolation(start: torch.Tensor, end: torch.Tensor, fraction: fl
     return (torch.sin((1 - fraction) * angle) * start + torch.sin(fraction * angle) * end) / torch.sin(angle)
 
 
-class HVAEPipeline(DiffusionPipeline):
+class HVAEPipeline(PipelineFilesMixin, DiffusionPipeline):
     r"""Pipeline for paired image + tumour-mask generation.
 
     Args:
@@ -120,145 +102,18 @@ class HVAEPipeline(DiffusionPipeline):
                              f"model's {tuple(model.latent_shape)}")
         self.register_modules(model=model, latent_prior=latent_prior)
 
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> "HVAEPipeline":
-        """Load a saved pipeline from a local folder or a Hub repository id.
-
-        Folders of every version load, whether their ``model_index.json`` names ``"HVAEPipeline"`` (before the
-        generic loader was supported) or ``["pipeline", "HVAEPipeline"]``; no file of the folder is run.
-
-        Args:
-            pretrained_model_name_or_path: A folder written by ``save_pretrained`` or a Hub id ``"user/repo"``.
-            **kwargs: Passed on to ``DiffusionPipeline.from_pretrained`` (``dtype``, ``local_files_only``, ...).
-
-        Raises:
-            OSError: With a message saying what was looked for, when the folder does not exist and the Hub cannot be
-                reached (offline mode: said so) or has no such repository.
-            CorruptWeightsError: (an ``OSError``) When a component's weights file lacks tensors of the model or holds
-                tensors it does not have (diffusers only warns: the layer would stay random), or a weight is not finite.
-        """
-        try:
-            pipeline = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
-        except (OSError, ConnectionError, ValueError) as error:
-            raise_clear_hub_error(str(pretrained_model_name_or_path), error)
-        for name, component in pipeline.components.items():
-            if isinstance(component, ModelMixin):
-                check_loaded_weights(component, name)
-        return pipeline
-
-    @classmethod
-    def _dict_from_json_file(cls, json_file: str | os.PathLike) -> dict[str, Any]:
-        """Read ``model_index.json``; loading through this class itself needs no code from the folder.
-
-        diffusers runs the ``pipeline.py`` that ``"_class_name": ["pipeline", "HVAEPipeline"]`` names (and demands
-        ``trust_remote_code=True``) even when the caller already is that class; naming the class alone skips it.
-        """
-        config = super()._dict_from_json_file(json_file)
-        class_name = config.get("_class_name")
-        if isinstance(class_name, list) and class_name[-1] == cls.__name__:
-            config["_class_name"] = cls.__name__
-        return config
-
-    def to_json_string(self) -> str:
-        """The ``model_index.json`` text, naming the class as ``[GENERIC_LOADER_MODULE, class]`` (see
-        :meth:`save_config`)."""
-        index = json.loads(super().to_json_string())
-        index["_class_name"] = [GENERIC_LOADER_MODULE, type(self).__name__]
-        return json.dumps(index, indent=2, sort_keys=True) + "\n"
-
-    def save_config(self, save_directory: str | os.PathLike, push_to_hub: bool = False, **kwargs: Any) -> None:
-        """Write ``model_index.json`` and, first, the ``pipeline.py`` it names for diffusers' generic loader.
-
-        ``save_pretrained`` ends with it, so every saved folder loads with ``HVAEPipeline.from_pretrained(folder)``
-        and, in any process where hvae-pipeline is installed, with
-        ``DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)``.
-        """
-        loader = Path(save_directory) / f"{GENERIC_LOADER_MODULE}.py"
-        loader.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomically(loader, GENERIC_LOADER_SOURCE)
-        super().save_config(save_directory, push_to_hub=push_to_hub, **kwargs)
-
-    def save_pretrained(self, save_directory: str | os.PathLike, safe_serialization: bool = True,
-                        variant: str | None = None, max_shard_size: int | str | None = None,
-                        push_to_hub: bool = False, **kwargs: Any) -> None:
-        """Save the components (safetensors), ``model_index.json`` and ``pipeline.py`` (see :meth:`save_config`).
-
-        Args:
-            save_directory: The folder (created if missing).
-            safe_serialization, variant, max_shard_size: As in ``DiffusionPipeline.save_pretrained``.
-            push_to_hub: Then push it with :meth:`push_to_hub`, hvae-pipeline's card included (``repo_id`` defaults to
-                the folder's name).
-            **kwargs: With ``push_to_hub``: :meth:`push_to_hub`'s arguments (``repo_id``, ``private``, ...).
-        """
-        super().save_pretrained(save_directory, safe_serialization=safe_serialization, variant=variant,
-                                max_shard_size=max_shard_size)
-        if push_to_hub:
-            self.push_to_hub(kwargs.pop("repo_id", Path(save_directory).name), **kwargs)
-
-    def push_to_hub(
-        self,
-        repo_id: str,
-        private: bool | None = None,
-        revision: str | None = None,
-        create_pr: bool = False,
-        token: str | bool | None = None,
-        commit_message: str = DEFAULT_COMMIT_MESSAGE,
-    ) -> Any:
-        """Upload the pipeline (safetensors weights, configs, ``pipeline.py``) with hvae-pipeline's model card.
-
-        The card is the one of the folder the pipeline was loaded from when hvae-pipeline rendered it (training's,
-        with its data licence and measured results), else one rendered from the pipeline; its loading snippet names
-        ``repo_id``. Nothing is written outside a temporary folder.
-
-        Args:
-            repo_id: ``"user/name"`` or ``"organisation/name"``; created if it does not exist.
-            private: Create the repository private (an existing one keeps its visibility).
-            revision: Branch to push to (created if missing); default the main branch.
-            create_pr: Open a pull request instead of committing.
-            token: Hub token; default ``HF_TOKEN`` or ``hf auth login``'s.
-            commit_message: The commit's or pull request's title.
-
-        Returns:
-            The upload's ``huggingface_hub.CommitInfo`` (``commit_url``, ``pr_url``).
-
-        Raises:
-            HubOfflineError: (a ``ConnectionError``) Offline mode is on, or the Hub is unreachable.
-            HubUnauthorisedError: (a ``PermissionError``) The token is missing, invalid or may not write there.
-            HubRepositoryNotFoundError: (a ``FileNotFoundError``) No such namespace, repository or revision.
-            HubPushError: Any other refusal by the Hub (the base class of the three above).
-        """
-        target = HubTarget(repo_id, private=private, revision=revision, create_pr=create_pr)
-        card = own_model_card(self)
-        card = point_card_at(card, repo_id) if card is not None else pipeline_model_card(self, location=repo_id)
-        with tempfile.TemporaryDirectory(prefix="hvae-push-") as folder:
-            self.save_pretrained(folder)
-            card.save(Path(folder) / CARD_FILE)
-            return upload_pipeline_folder(folder, target, token, commit_message, retry_hint=(
-                "Save the pipeline with `save_pretrained(folder)` and push it again later."))
-
-    # ------------------------------------------------------------------------------------------------ sampling
-    def prior_latents(
-        self, num_samples: int, generator: torch.Generator | None = None, temperature: float = 1.0,
-        prior: str = "auto",
-    ) -> torch.Tensor:
-        """Draw ``num_samples`` latents from the prior (see :meth:`latents_from_noise` for ``temperature``, ``prior``)."""
+    def prior_latents(self, num_samples: int, generator: torch.Generator | None = None, temperature: float = 1.0,
+                      prior: str = "auto") -> torch.Tensor:
+        """Draw ``num_samples`` latents from the prior (``temperature``, ``prior``: see :meth:`latents_from_noise`)."""
         shape = (num_samples, *self.model.latent_shape)
         # The execution device: where `enable_model_cpu_offload()` runs the model, which itself waits on the CPU.
         noise = randn_tensor(shape, generator=generator, device=self._execution_device, dtype=self.model.dtype)
         return self.latents_from_noise(noise, temperature, prior)
 
     def latents_from_noise(self, noise: torch.Tensor, temperature: float = 1.0, prior: str = "auto") -> torch.Tensor:
-        """Map standard normal ``noise`` ``(N, *latent_shape)`` to latents of the chosen prior.
-
-        Args:
-            noise: Draws of ``N(0, I)``.
-            temperature: Scale of the prior's spread (standard: ``N(0, t^2 I)``; fitted: ``mean + t L noise``).
-            prior: ``"standard"`` (``N(0, I)``, the paper's protocol), ``"fitted"`` (the pipeline's ``latent_prior``)
-                or ``"auto"`` (fitted when the pipeline has one).
-
-        Raises:
-            ValueError: An unknown ``prior``, or ``"fitted"`` for a pipeline without a fitted prior.
-        """
+        """Map standard normal ``noise`` ``(N, *latent_shape)`` to latents of the chosen prior: ``temperature``
+        scales the prior's spread (standard: ``N(0, t^2 I)``; fitted: ``mean + t L noise``); ``prior`` is
+        :meth:`__call__`'s (an unknown one, or ``"fitted"`` without a fitted prior, raises ``ValueError``)."""
         if self.resolve_prior(prior) == "fitted":
             return self.latent_prior.from_standard_normal(temperature * noise)  # in the noise's dtype
         return temperature * noise
@@ -274,8 +129,7 @@ class HVAEPipeline(DiffusionPipeline):
         has_fitted = self.latent_prior is not None  # registered as None when the pipeline has none
         if prior == "fitted" and not has_fitted:
             raise ValueError("prior='fitted' but this pipeline has no fitted latent prior; fit one with "
-                             "`hvae-fit-prior --pipeline FOLDER --config CONFIG`, or use "
-                             "prior='standard'")
+                             "`hvae-fit-prior --pipeline FOLDER --config CONFIG`, or use prior='standard'")
         return "fitted" if prior == "fitted" or (prior == "auto" and has_fitted) else "standard"
 
     @torch.inference_mode()
@@ -291,25 +145,13 @@ class HVAEPipeline(DiffusionPipeline):
         decoded = self.model.decode(latents)
         if not (torch.isfinite(decoded.images).all() and torch.isfinite(decoded.mask_logits).all()):
             raise ValueError(f"sampling produced NaN or infinite values: {_non_finite_cause(self.model, latents)}")
-        if self.model.config.mask_channels == 1:
-            masks = torch.sigmoid(decoded.mask_logits[:, 0]) > mask_threshold
-        else:
-            masks = decoded.mask_logits.argmax(dim=1)
-        return decoded.images.float(), masks.to(torch.uint8)
+        return decoded.images.float(), _masks_from_logits(decoded.mask_logits, mask_threshold)
 
     @torch.inference_mode()
     def __call__(
-        self,
-        num_samples: int = 1,
-        generator: torch.Generator | None = None,
-        temperature: float = 1.0,
-        mask_threshold: float = 0.5,
-        min_tumour_area: int = 0,
-        batch_size: int = 32,
-        output_type: str = "pil",
-        return_dict: bool = True,
-        max_draws: int | None = None,
-        prior: str = "auto",
+        self, num_samples: int = 1, generator: torch.Generator | None = None, temperature: float = 1.0,
+        mask_threshold: float = 0.5, min_tumour_area: int = 0, batch_size: int = 32, output_type: str = "pil",
+        return_dict: bool = True, max_draws: int | None = None, prior: str = "auto", **kwargs: Any,
     ) -> HVAEPipelineOutput | tuple:
         """Sample (image, mask) pairs from the prior.
 
@@ -328,12 +170,16 @@ class HVAEPipeline(DiffusionPipeline):
             prior: Where latents come from: ``"standard"`` ``N(0, I)`` (the paper's protocol), ``"fitted"`` (the
                 pipeline's fitted Gaussian, which draws tumours of realistic size from small-data models) or
                 ``"auto"`` (fitted when the pipeline has one).
+            **kwargs: Deprecated spellings, with a ``FutureWarning`` until their removal: ``min_mask_area``
+                (``min_tumour_area``; removed in 0.2.0).
 
         Raises:
             ValueError: On an invalid argument, or when decoding gives NaN or infinite values.
+            TypeError: An unknown keyword argument.
             SamplingBudgetExceeded: When fewer than ``num_samples`` pairs passed ``min_tumour_area`` within
                 ``max_draws``.
         """
+        min_tumour_area = _take_renamed_keywords(kwargs, {"min_tumour_area": min_tumour_area})["min_tumour_area"]
         _check_output_type(output_type)
         batches = list(self.sample_batches(num_samples, generator, temperature, mask_threshold, min_tumour_area,
                                            batch_size, "pt", max_draws, prior))
@@ -345,16 +191,9 @@ class HVAEPipeline(DiffusionPipeline):
 
     @torch.inference_mode()
     def sample_batches(
-        self,
-        num_samples: int = 1,
-        generator: torch.Generator | None = None,
-        temperature: float = 1.0,
-        mask_threshold: float = 0.5,
-        min_tumour_area: int = 0,
-        batch_size: int = 32,
-        output_type: str = "np",
-        max_draws: int | None = None,
-        prior: str = "auto",
+        self, num_samples: int = 1, generator: torch.Generator | None = None, temperature: float = 1.0,
+        mask_threshold: float = 0.5, min_tumour_area: int = 0, batch_size: int = 32, output_type: str = "np",
+        max_draws: int | None = None, prior: str = "auto",
     ) -> Iterator[HVAEPipelineOutput]:
         """Sample like :meth:`__call__`, yielding the kept pairs of each decoded batch as soon as it is decoded.
 
@@ -371,10 +210,9 @@ class HVAEPipeline(DiffusionPipeline):
             while accepted < num_samples:
                 if drawn >= max_draws:
                     raise SamplingBudgetExceeded(
-                        f"only {accepted} of {num_samples} samples had a tumour area >= "
-                        f"min_tumour_area={min_tumour_area} px after {drawn} draws (max_draws={max_draws}); lower "
-                        "`min_tumour_area` or raise `max_draws`"
-                    )
+                        f"only {accepted} of {num_samples} samples had a tumour area >= min_tumour_area="
+                        f"{min_tumour_area} px after {drawn} draws (max_draws={max_draws}); lower `min_tumour_area` "
+                        "or raise `max_draws`")
                 # Without rejection every draw is kept: draw only the missing pairs, not a full batch whose surplus
                 # would be decoded and thrown away.
                 wanted = batch_size if min_tumour_area > 0 else num_samples - accepted
@@ -396,46 +234,27 @@ class HVAEPipeline(DiffusionPipeline):
         self.maybe_free_model_hooks()  # under model CPU offload: back to the CPU, hooks ready for the next call
 
     def check_sampling_arguments(
-        self,
-        num_samples: int = 1,
-        generator: torch.Generator | list[torch.Generator] | None = None,
-        temperature: float = 1.0,
-        mask_threshold: float = 0.5,
-        min_tumour_area: int = 0,
-        batch_size: int = 32,
-        max_draws: int | None = None,
-        prior: str = "auto",
+        self, num_samples: int = 1, generator: torch.Generator | list[torch.Generator] | None = None,
+        temperature: float = 1.0, mask_threshold: float = 0.5, min_tumour_area: int = 0, batch_size: int = 32,
+        max_draws: int | None = None, prior: str = "auto",
     ) -> None:
-        """Refuse invalid sampling arguments of :meth:`__call__` (same meanings) before any drawing.
-
-        Callers that load a model before sampling (``hvae-generate``) use it to refuse bad settings up front.
+        """Refuse invalid sampling arguments of :meth:`__call__` (same meanings) before any drawing (as
+        ``hvae-generate`` does, after loading the model and before writing anything).
 
         Raises:
             ValueError: naming the first invalid argument and its value.
             SamplingBudgetExceeded: ``min_tumour_area`` exceeds a whole mask, so no draw can pass (said at once, rather
                 than after spending ``max_draws``).
         """
-        _check_call_arguments(num_samples, temperature, mask_threshold, min_tumour_area, batch_size)
+        _check_call_arguments(num_samples, temperature, mask_threshold, min_tumour_area, batch_size, max_draws,
+                              self.model.config.sample_size)
         _check_generator(generator, self._execution_device)
-        side = self.model.config.sample_size
-        if min_tumour_area > side * side:
-            raise SamplingBudgetExceeded(
-                f"only 0 of {num_samples} samples can have a tumour area >= min_tumour_area={min_tumour_area} px: a "
-                f"{side}x{side} mask has {side * side} px; pass a smaller min_tumour_area")
-        if max_draws is not None and not (_is_count(max_draws) and max_draws >= num_samples):
-            raise ValueError(f"`max_draws` must be an integer >= num_samples={num_samples} (or None), "
-                             f"got {max_draws!r}")
         self.resolve_prior(prior)  # a bad `prior` fails before any drawing
 
     @torch.inference_mode()
     def reconstruct(
-        self,
-        images: torch.Tensor,
-        masks: torch.Tensor | None = None,
-        num_samples: int = 1,
-        generator: torch.Generator | None = None,
-        mask_threshold: float = 0.5,
-        imputation_steps: int = 5,
+        self, images: torch.Tensor, masks: torch.Tensor | None = None, num_samples: int = 1,
+        generator: torch.Generator | None = None, mask_threshold: float = 0.5, imputation_steps: int = 5,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Reconstruct slices through the posterior, optionally without their masks.
 
@@ -459,11 +278,8 @@ class HVAEPipeline(DiffusionPipeline):
         model = require_encoder(self.model, "reconstruct")
         config = model.config
         check_images(images, config.image_channels, config.sample_size)
-        if not _is_count(num_samples) or num_samples < 1:
-            raise ValueError(f"`num_samples` must be an integer >= 1, got {num_samples!r}")
-        # A negative count would silently skip the imputation like 0 does.
-        if not _is_count(imputation_steps) or imputation_steps < 0:
-            raise ValueError(f"`imputation_steps` must be an integer >= 0, got {imputation_steps!r}")
+        _check_count("num_samples", num_samples, minimum=1)
+        _check_count("imputation_steps", imputation_steps, minimum=0)  # a negative count would skip it like 0 does
         device = self._execution_device
         images = images.to(device, model.dtype)
         if masks is None:
@@ -495,11 +311,15 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and math.isfinite(value)
 
 
-def _check_call_arguments(
-    num_samples: int, temperature: float, mask_threshold: float, min_tumour_area: int, batch_size: int
-) -> None:
-    if not _is_count(num_samples) or num_samples < 1:
-        raise ValueError(f"`num_samples` must be an integer >= 1, got {num_samples!r}")
+def _check_count(name: str, value: Any, minimum: int) -> None:
+    if not _is_count(value) or value < minimum:
+        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}")
+
+
+def _check_call_arguments(num_samples: int, temperature: float, mask_threshold: float, min_tumour_area: int,
+                          batch_size: int, max_draws: int | None, sample_size: int) -> None:
+    """The checks of :meth:`HVAEPipeline.check_sampling_arguments` that need neither the device nor the prior."""
+    _check_count("num_samples", num_samples, minimum=1)
     # 0 would give every sample the same latent (the prior's mean).
     if not (_is_number(temperature) and temperature > 0):
         raise ValueError(f"`temperature` must be a finite number > 0 (1 samples the prior's own spread), "
@@ -508,8 +328,36 @@ def _check_call_arguments(
         raise ValueError(f"`mask_threshold` must be a number in (0, 1), got {mask_threshold!r}")
     if not (_is_number(min_tumour_area) and min_tumour_area >= 0):
         raise ValueError(f"`min_tumour_area` must be a number >= 0 pixels, got {min_tumour_area!r}")
-    if not _is_count(batch_size) or batch_size < 1:
-        raise ValueError(f"`batch_size` must be an integer >= 1, got {batch_size!r}")
+    _check_count("batch_size", batch_size, minimum=1)
+    if min_tumour_area > sample_size * sample_size:
+        raise SamplingBudgetExceeded(
+            f"only 0 of {num_samples} samples can have a tumour area >= min_tumour_area={min_tumour_area} px: a "
+            f"{sample_size}x{sample_size} mask has {sample_size * sample_size} px; pass a smaller min_tumour_area")
+    if max_draws is not None and not (_is_count(max_draws) and max_draws >= num_samples):
+        raise ValueError(f"`max_draws` must be an integer >= num_samples={num_samples} (or None), got {max_draws!r}")
+
+
+def _take_renamed_keywords(kwargs: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` (keyword: value) with each deprecated spelling in ``kwargs`` taken under its new name.
+
+    Each old spelling warns (``FutureWarning``, pointed at the caller of ``HVAEPipeline.__call__``); a keyword that is
+    no old spelling is refused as Python refuses one (``TypeError``).
+    """
+    for old in list(kwargs):
+        if old not in RENAMED_KEYWORDS:
+            raise TypeError(f"HVAEPipeline.__call__() got an unexpected keyword argument {old!r}")
+        new, removal = RENAMED_KEYWORDS[old]
+        # Frames: this function, __call__, torch.inference_mode's wrapper, the caller.
+        warnings.warn(f"`{old}` is deprecated and will be removed in hvae-pipeline {removal}; use `{new}`",
+                      FutureWarning, stacklevel=4)
+        values[new] = kwargs.pop(old)
+    return values
+
+
+def _masks_from_logits(mask_logits: torch.Tensor, threshold: float) -> torch.Tensor:
+    """uint8 masks ``(N, H, W)``: ``sigmoid(logit) > threshold`` of one channel, else the most probable class."""
+    masks = torch.sigmoid(mask_logits[:, 0]) > threshold if mask_logits.shape[1] == 1 else mask_logits.argmax(dim=1)
+    return masks.to(torch.uint8)
 
 
 def _check_generator(generator: Any, device: torch.device) -> None:

@@ -17,7 +17,7 @@ import torch
 from hvae_pipeline import HVAEModel, HVAEPipeline
 from hvae_pipeline.hub.bundled_checkpoint import BUNDLED_CHECKPOINT
 from hvae_pipeline.hub.model_card import LOCAL_LOCATION, pipeline_model_card
-from hvae_pipeline.pipeline import GENERIC_LOADER_MODULE
+from hvae_pipeline.hub.pipeline_files import GENERIC_LOADER_MODULE
 
 # Loads FOLDER in a fresh interpreter, first without trust_remote_code (refused), then with it, and saves 3 samples.
 GENERIC_LOAD = """

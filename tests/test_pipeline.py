@@ -66,6 +66,19 @@ def test_min_tumour_area_rejects_small_tumours_and_bounds_draws(tiny_config):
         pipeline(num_samples=3, generator=seeded(), min_tumour_area=16 * 16 + 1, max_draws=50)
 
 
+def test_min_mask_area_is_a_deprecated_spelling_that_still_works(tiny_config):
+    pipeline = make_pipeline(tiny_config)
+    threshold = int(np.median(pipeline(num_samples=20, generator=seeded(), output_type="np").tumour_areas))
+    expected = pipeline(num_samples=4, generator=seeded(), output_type="np", min_tumour_area=threshold)
+    deprecation = r"`min_mask_area` is deprecated .* 0\.2\.0; use `min_tumour_area`"
+    with pytest.warns(FutureWarning, match=deprecation) as caught:
+        old = pipeline(num_samples=4, generator=seeded(), output_type="np", min_mask_area=threshold)
+    assert caught[0].filename == __file__  # the warning points at the caller's line
+    assert np.array_equal(old.masks, expected.masks) and np.array_equal(old.images, expected.images)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'min_area'"):
+        pipeline(num_samples=1, min_area=3)
+
+
 def test_multiclass_masks_are_class_ids(tiny_config):
     pipeline = make_pipeline(tiny_config, mask_channels=4)
     out = pipeline(num_samples=6, generator=seeded(1), output_type="pt")

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# The discriminative HVAE's objectives at equal CPU time (issue 25). From the bundled default model, three contenders
+# trained with training/configs/cpu-128-dhvae.yaml for the same number of seconds:
+#   hvae        = the exact HVAE bound alone (the bundled model trained on)
+#   perceptual  = 0.95 x HVAE + 0.05 x (L1 + perceptual)
+#   dhvae       = 0.95 x HVAE + 0.05 x (L1 + perceptual + adaptive x GAN), the discriminator from step 50
+# Each contender's seconds per step are measured first on this machine (3 steps, the last 2 timed; the dHVAE's with
+# its discriminator on from the start), and its steps set so that all spend BUDGET_SECONDS training. Then all three
+# are scored on the 6 val patients: FID/KID, tumour-area JSD (1000 samples, hvae-evaluate image-quality), held-out
+# log p(x, m) of the HVAE part (likelihood: does the extra loss cost likelihood?), and the U-Net DSC with 1000 of
+# their pairs added to the 10 real training patients (augmentation, 3 seeds).
+# Usage: [DEVICE=cuda] bash scripts/dhvae_comparison.sh [BUDGET_SECONDS] [OUT] [override ...]
+#   (default 7200 s of training each: 3 x 2 h + evaluation ~1.5 h on 2 idle cores); the overrides go to every
+#   contender's training, DEVICE (cpu) to the evaluation (scripts/dhvae_comparison_gpu.sh sets both for a GPU).
+#   A rerun resumes every stage.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+budget="${1:-7200}"
+out="${2:-runs/dhvae-comparison}"
+shift $(( $# < 2 ? $# : 2 ))
+extra=("$@")
+py=.venv/bin/python
+device="${DEVICE:-cpu}"
+declare -A variant=(
+  [hvae]="objectives.l1=false objectives.perceptual=false objectives.adversarial=false"
+  [perceptual]="objectives.adversarial=false"
+  [dhvae]=""
+)
+names=(hvae perceptual dhvae)
+start_step=$($py -c "from hvae_pipeline.training.config import load_config as c
+print(c('cpu-128-dhvae')['objectives']['adversarial_start_step'])")
+
+train() {  # NAME OUTPUT_DIR override...
+  local name=$1 dir=$2; shift 2
+  # shellcheck disable=SC2086  # the variant's overrides are words
+  $py training/train_hvae.py --config cpu-128-dhvae ${variant[$name]} "${extra[@]}" "$@" "training.output_dir=$dir" \
+    --resume-from-checkpoint latest
+}
+
+seconds_per_step() {  # mean of steps 2 and 3 from the calibration log (seconds_per_step is the running mean)
+  $py - "$1" <<'EOF'
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1] + "/logs/metrics.csv")))
+first, third = float(rows[0]["seconds_per_step"]), float(rows[2]["seconds_per_step"])
+print(f"{(3 * third - first) / 2:.3f}")
+EOF
+}
+
+declare -A cost
+for name in "${names[@]}"; do
+  train "$name" "$out/calibration/$name" training.max_steps=3 training.log_steps=1 training.checkpointing_steps=1000 \
+    training.sample_steps=1000 training.fit_latent_prior=false objectives.adversarial_start_step=0
+  cost[$name]=$(seconds_per_step "$out/calibration/$name")
+done
+declare -A steps
+for name in hvae perceptual; do
+  steps[$name]=$($py -c "print(max(1, round($budget / ${cost[$name]})))")
+done
+# The dHVAE's first steps run without the discriminator, at the cost of the perceptual contender's.
+steps[dhvae]=$($py -c "b, s, p, d = $budget, $start_step, ${cost[perceptual]}, ${cost[dhvae]}
+print(max(s + 1, round(s + (b - s * p) / d)))")
+for name in "${names[@]}"; do
+  echo "$name: ${cost[$name]} s/step here -> ${steps[$name]} steps for $budget s" | tee -a "$out/plan.txt"
+done
+
+for name in "${names[@]}"; do
+  n=${steps[$name]}
+  train "$name" "$out/$name" "training.max_steps=$n" "training.checkpointing_steps=$(( n / 8 + 1 ))" \
+    "training.sample_steps=$n"
+done
+
+split=(--data brats --root ../shared/data/brats-msd-flair --image-glob "images/{case}_Tumor.nii.gz"
+       --label-glob "labels/{case}_Seg.nii.gz"
+       --test-patients BRATS_036 BRATS_050 BRATS_082 BRATS_089 BRATS_190 BRATS_259)
+generators=()
+for name in "${names[@]}"; do generators+=(--generator "$name=$out/$name/pipeline"); done
+.venv/bin/hvae-evaluate image-quality "${generators[@]}" "${split[@]}" --num-samples 1000 \
+  --sampling-device "$device" --out "$out/results"
+.venv/bin/hvae-evaluate likelihood "${generators[@]}" "${split[@]}" --num-importance-samples 128 \
+  --importance-slices 24 --elbo-draws 4 --device "$device" --out "$out/results"
+.venv/bin/hvae-evaluate augmentation "${generators[@]}" "${split[@]}" \
+  --train-patients BRATS_001 BRATS_002 BRATS_004 BRATS_008 BRATS_009 BRATS_011 BRATS_017 BRATS_027 BRATS_030 \
+  BRATS_033 --counts 0 1000 --num-seeds 3 --sampling-device "$device" --out "$out/results"

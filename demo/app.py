@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import re
 import tempfile
 from typing import Any, Callable, Sequence
 
@@ -16,6 +17,7 @@ import gradio as gr
 from hvae_pipeline.cli.options import check_device
 from hvae_pipeline.cli.version import add_version_option
 from hvae_pipeline.bundled_model import load_pipeline
+from hvae_pipeline.hub.model_card import dataset_title
 from hvae_pipeline.pipeline import HVAEPipeline
 
 from . import callbacks
@@ -25,6 +27,12 @@ from .uploads import UPLOAD_SUFFIXES, DemoInputError
 MAX_QUEUE_SIZE = 16
 MAX_UPLOAD_SIZE = "50mb"  # a compressed BraTS volume is ~10 MB
 GALLERY_BUTTONS = ["download", "fullscreen"]  # no "share": it would post images to the Hugging Face Hub
+GALLERY_CLASS = "pair-gallery"
+# Gradio caps a gallery at 55 % of the window and scrolls inside it: 1.5 rows of three square pictures. Uncapped, the
+# gallery grows with its rows (one row per sample) and the page scrolls instead.
+PAGE_CSS = f".{GALLERY_CLASS} .grid-wrap.fixed-height {{ max-height: none; overflow-y: visible; }}"
+# The Model info line listing the model card's `datasets` entries (written by callbacks.model_info_markdown).
+TRAINING_DATA_LINE = re.compile(r"^(\*\*Training data:\*\* )(.+)$", flags=re.M)
 PREPROCESSING_NOTE = (
     "Uploaded slices are brought to the model's input: centred on a square (padded with their minimum value), "
     "resized to {size}x{size} pixels and min-max normalised per slice to [0, 1]. NIfTI volumes are read in the "
@@ -45,9 +53,24 @@ def friendly_errors(function: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def model_info(pipeline: HVAEPipeline, description: str) -> str:
+    """The Model info tab: :func:`callbacks.model_info_markdown`, its training data named in words (the card's
+    ``datasets`` entries are short ids such as ``msd-task01``).
+
+    Args:
+        pipeline: The loaded pipeline.
+        description: What was loaded (the model's name in its card and where it came from).
+    """
+    def titles(line: re.Match) -> str:
+        return line.group(1) + "; ".join(dataset_title(name.strip()) for name in line.group(2).split(","))
+
+    return TRAINING_DATA_LINE.sub(titles, callbacks.model_info_markdown(pipeline, description), count=1)
+
+
 def pair_gallery(label: str, elem_id: str) -> gr.Gallery:
     """A gallery of (image, mask, overlay) triples: three square pictures a row, stored as PNG (lossless: masks
-    keep their exact pixels, unlike Gradio's default webp).
+    keep their exact pixels, unlike Gradio's default webp). Its height follows its rows (:data:`PAGE_CSS`), so every
+    sample (one row) shows whole, without a scroll bar inside the gallery.
 
     Args:
         label: The gallery's title.
@@ -60,6 +83,7 @@ def pair_gallery(label: str, elem_id: str) -> gr.Gallery:
         object_fit="contain",
         buttons=GALLERY_BUTTONS,
         elem_id=elem_id,
+        elem_classes=[GALLERY_CLASS],
         scale=3,
     )
 
@@ -69,7 +93,8 @@ def build_demo(pipeline: HVAEPipeline, description: str) -> gr.Blocks:
 
     Args:
         pipeline: The pipeline to sample from.
-        description: What was loaded, shown at the top (see :func:`hvae_pipeline.bundled_model.load_pipeline`).
+        description: What was loaded, shown at the top: the model's name, never a path of this machine (see
+            :func:`hvae_pipeline.bundled_model.load_pipeline`).
 
     Returns:
         The Blocks app, queued (one request at a time, at most :data:`MAX_QUEUE_SIZE` waiting); start it with
@@ -193,7 +218,7 @@ def build_demo(pipeline: HVAEPipeline, description: str) -> gr.Blocks:
             download_button.click(download, samples_state, archive, api_name="download")
 
         with gr.Tab("Model info"):
-            gr.Markdown(callbacks.model_info_markdown(pipeline, description))
+            gr.Markdown(model_info(pipeline, description))
 
     return demo.queue(default_concurrency_limit=1, max_size=MAX_QUEUE_SIZE)
 
@@ -205,7 +230,7 @@ def launch(
     share: bool = False,
     prevent_thread_lock: bool = False,
 ) -> None:
-    """Start the app's web server with the demo's limits (upload size) and quiet logs.
+    """Start the app's web server with the demo's limits (upload size), its page style and quiet logs.
 
     Args:
         demo: The app from :func:`build_demo`.
@@ -222,6 +247,7 @@ def launch(
         prevent_thread_lock=prevent_thread_lock,
         quiet=prevent_thread_lock,
         show_error=False,
+        css=PAGE_CSS,
     )
 
 

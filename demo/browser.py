@@ -107,6 +107,14 @@ def generate_in_page(page: "Page", url: str, num_samples: int, timeout_s: float 
     return page.eval_on_selector_all("#sample-gallery img", "images => images.map(image => image.naturalWidth)")
 
 
+def scrolls_inside(page: "Page", selector: str) -> bool:
+    """Whether any element within ``selector`` has a scroll bar of its own (content taller than its box)."""
+    return page.eval_on_selector_all(f"{selector} *", """elements => elements.some(element => {
+        const overflow = getComputedStyle(element).overflowY;
+        return (overflow === 'auto' || overflow === 'scroll') && element.scrollHeight > element.clientHeight + 1;
+    })""")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Serve the demo on 127.0.0.1, generate samples in chromium and save a screenshot of the page."""
     parser = argparse.ArgumentParser(prog="python -m hvae_pipeline.demo.browser", description=__doc__.splitlines()[0])

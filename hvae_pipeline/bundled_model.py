@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 from .hub.bundled_checkpoint import BUNDLED_CHECKPOINT, has_bundled_checkpoint
+from .hub.model_card import pipeline_title
 from .models import HVAEModel
 from .pipeline import HVAEPipeline
 
@@ -31,12 +32,12 @@ def load_pipeline(model: str | None = None, allow_untrained: bool = True) -> tup
             (its samples are noise) instead of raising.
 
     Returns:
-        ``(pipeline, description)`` where ``description`` says plainly what was loaded.
+        ``(pipeline, description)`` where ``description`` says plainly what was loaded: the model's name in its card
+        and where it came from (the bundled model, a folder's name or a Hub id), never a path of this machine.
     """
-    if model is not None:
-        return HVAEPipeline.from_pretrained(model), f"model {model}"
-    if has_bundled_checkpoint():
-        return HVAEPipeline.from_pretrained(str(BUNDLED_CHECKPOINT)), f"bundled default model ({BUNDLED_CHECKPOINT})"
+    if model is not None or has_bundled_checkpoint():
+        pipeline = HVAEPipeline.from_pretrained(str(BUNDLED_CHECKPOINT) if model is None else model)
+        return pipeline, pipeline_title(pipeline)
     if not allow_untrained:
         raise FileNotFoundError(f"no bundled default model at {BUNDLED_CHECKPOINT}; pass a model path or Hub id")
     logger.warning("No trained default model is bundled yet: sampling from an UNTRAINED model (its output is noise).")

@@ -11,6 +11,7 @@ import torch
 from hvae_pipeline import HVAEModel
 from hvae_pipeline.bundled_model import load_pipeline
 from hvae_pipeline.hub.bundled_checkpoint import BUNDLED_CHECKPOINT, has_bundled_checkpoint
+from hvae_pipeline.hub.pipeline_files import GENERIC_LOADER_MODULE, GENERIC_LOADER_SOURCE
 
 pytestmark = pytest.mark.skipif(not has_bundled_checkpoint(), reason="no default model is bundled in this checkout")
 
@@ -50,6 +51,14 @@ def test_bundled_model_card_names_data_licence_and_attribution():
     assert index["latent_prior"] == ["hvae_pipeline.models.latent_prior", "GaussianLatentPrior"]
     size = sum(path.stat().st_size for path in BUNDLED_CHECKPOINT.rglob("*.safetensors"))
     assert size < 20 * 1024 * 1024
+
+
+def test_bundled_folder_carries_the_current_loader_and_install_line():
+    """The bundled folder is what `save_pretrained` writes today: its `pipeline.py`, and install instructions that
+    resolve (there is no `hvae-pipeline` on PyPI)."""
+    assert (BUNDLED_CHECKPOINT / f"{GENERIC_LOADER_MODULE}.py").read_text() == GENERIC_LOADER_SOURCE
+    for text in (GENERIC_LOADER_SOURCE, (BUNDLED_CHECKPOINT / "README.md").read_text()):
+        assert "pip install hvae-pipeline" not in text and "pip install -e ." in text
 
 
 def test_bundled_model_has_a_learnt_flow_that_moves_z():

@@ -116,7 +116,23 @@ def test_wheel_carries_every_package_and_the_training_configs(wheel: Path):
             assert installed in names, f"{init.relative_to(REPOSITORY)} is missing from pyproject's packages"
     configs = sorted(path.name for path in (REPOSITORY / "training" / "configs").glob("*.yaml"))
     assert configs and all(f"hvae_pipeline/training/configs/{name}" in names for name in configs)
-    assert "hvae_pipeline/checkpoints/default/model_index.json" in names
+    data_files = sorted(path.relative_to(REPOSITORY).as_posix() for path in (REPOSITORY / "hvae_pipeline").rglob("*")
+                        if path.is_file() and path.suffix not in (".py", ".pyc"))
+    assert {"hvae_pipeline/checkpoints/default/model_index.json", "hvae_pipeline/hub/model_card_template.md"} <= set(
+        data_files)
+    missing = [name for name in data_files if name not in names]  # weights, priors, cards, templates, split files
+    assert not missing, f"{missing}: declare their folders in pyproject's packages and package-data"
+    assert "hvae_pipeline/checkpoints/default/pipeline.py" in names
+
+
+def test_build_prints_no_package_data_warning(tmp_path: Path):
+    """Data folders (checkpoints, configs) are declared, so setuptools does not warn that it would ignore them."""
+    sources = _copy_sources(tmp_path / "src")
+    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
+                             "--verbose", "--wheel-dir", str(tmp_path / "dist"), str(sources)],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "would be ignored" not in result.stdout + result.stderr
 
 
 def test_wheel_declares_the_console_scripts(wheel: Path):

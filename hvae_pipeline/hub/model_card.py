@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from ..data.cards import DATA_SOURCES
 from ..models.generator import PairAutoencoder, PairGenerator
 
 if TYPE_CHECKING:  # the pipeline imports this module
@@ -29,6 +30,8 @@ CARD_TAGS = ["medical-imaging", "hamiltonian-vae", "segmentation", "data-augment
 # Marks a card as rendered by hvae-pipeline (kept by a push) rather than diffusers' generic one (replaced).
 OWN_CARD_TAG = "hvae-pipeline"
 TASK = "unconditional-image-generation"
+# The Hub repository of the flagship model, the bundled one; `model_card.md` at the repository root is its card there.
+FLAGSHIP_REPO_ID = "hvae-pipeline/hvae-brats-flair-128"
 
 
 @dataclass(frozen=True)
@@ -329,3 +332,36 @@ def generating_model(pipeline: "HVAEPipeline") -> "GeneratingModel":
         return GeneratingModel(name, None)
     card: ModelCard = ModelCard.load(card_path)
     return GeneratingModel(name, card.data.get("license"), tuple(card.data.get("datasets") or ()))
+
+
+def card_model_name(card: ModelCard) -> str | None:
+    """The model's name in its card: the ``model-index`` name, else the card's first ``# `` title, else ``None``."""
+    if card.data.get("model_name"):
+        return card.data.model_name
+    titles = [line[2:].strip() for line in card.text.splitlines() if line.startswith("# ")]
+    return titles[0] if titles else None
+
+
+def pipeline_title(pipeline: "HVAEPipeline") -> str:
+    """How to name a loaded pipeline to a person: its card's model name and where it came from (the bundled model, a
+    folder's name or a Hub id), never a folder's path on this machine."""
+    origin = generating_model(pipeline).name
+    card_path = find_model_card(pipeline)
+    name = card_model_name(ModelCard.load(card_path)) if card_path is not None else None
+    return f"{name}, {origin}" if name else origin
+
+
+def dataset_title(name: str) -> str:
+    """A card's ``datasets`` entry in words (``"msd-task01"``: the Decathlon's BraTS and where it is published);
+    names of no known data source are returned as they are."""
+    source = DATA_SOURCES.get(name)
+    return source.title if source is not None and source.name != "unknown" else name
+
+
+def flagship_model_card(repo_id: str = FLAGSHIP_REPO_ID) -> ModelCard:
+    """The bundled model's card as :meth:`~hvae_pipeline.HVAEPipeline.push_to_hub` publishes it: the card training
+    rendered from the template, its loading snippet pointed at ``repo_id``. ``model_card.md`` at the repository
+    root is this card (``flagship_model_card().save("model_card.md")``)."""
+    from .bundled_checkpoint import BUNDLED_CHECKPOINT
+
+    return point_card_at(ModelCard.load(BUNDLED_CHECKPOINT / CARD_FILE), repo_id)

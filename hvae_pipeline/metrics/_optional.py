@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-EVAL_EXTRA_INSTALL = "pip install 'hvae-pipeline[eval]'"
+EVAL_EXTRA_INSTALL = "pip install -e '.[eval]' in a checkout of hvae-pipeline (it is not on PyPI)"
 
 
 def import_optional(module_name: str, purpose: str) -> ModuleType:

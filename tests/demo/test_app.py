@@ -13,9 +13,20 @@ import PIL.Image
 import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
+from huggingface_hub import ModelCard
 
-from hvae_pipeline.demo.app import MAX_QUEUE_SIZE, build_demo, build_parser, friendly_errors, main
+from hvae_pipeline.bundled_model import load_pipeline
+from hvae_pipeline.demo.app import (
+    GALLERY_CLASS,
+    MAX_QUEUE_SIZE,
+    PAGE_CSS,
+    build_demo,
+    build_parser,
+    friendly_errors,
+    main,
+)
 from hvae_pipeline.demo.uploads import DemoInputError
+from hvae_pipeline.hub.bundled_checkpoint import BUNDLED_CHECKPOINT, has_bundled_checkpoint
 from hvae_pipeline.pipeline import HVAEPipeline
 
 
@@ -136,3 +147,36 @@ def test_missing_model_exits_with_a_message(tmp_path: Path, capsys: pytest.Captu
 
     assert exit_info.value.code == 2
     assert "hvae-demo: error:" in capsys.readouterr().err
+
+
+def markdown_texts(demo: gr.Blocks) -> list[str]:
+    return [block.value or "" for block in demo.blocks.values() if isinstance(block, gr.Markdown)]
+
+
+@pytest.mark.skipif(not has_bundled_checkpoint(), reason="no default model is bundled in this checkout")
+def test_the_bundled_model_is_named_by_its_card_and_its_data_in_words() -> None:
+    pipeline, description = load_pipeline(None)
+    texts = markdown_texts(build_demo(pipeline, description))
+
+    header, info = texts[0], next(text for text in texts if text.startswith("**Loaded:**"))
+    model_name = ModelCard.load(BUNDLED_CHECKPOINT / "README.md").data.model_name
+    assert f"Model: **{model_name}, the bundled default model" in header
+    assert f"**Loaded:** {model_name}, the bundled default model" in info
+    assert "**Training data:** BraTS 2016/2017 brain tumour MRI as distributed in the Medical Segmentation " in info
+    assert not any(str(BUNDLED_CHECKPOINT.parent) in text for text in texts[:-1]), "a path of this machine is shown"
+    assert "msd-task01" not in header + info.split("### Model card")[0]
+
+
+def test_a_model_folder_is_named_by_its_folder_not_its_path(saved_pipeline_dir: Path) -> None:
+    pipeline, description = load_pipeline(str(saved_pipeline_dir))
+    header = markdown_texts(build_demo(pipeline, description))[0]
+
+    assert "Model: **pipeline (a local pipeline folder)**" in header and str(saved_pipeline_dir) not in header
+
+
+def test_galleries_are_uncapped_by_the_page_style(tiny_pipeline: HVAEPipeline) -> None:
+    galleries = [block for block in build_demo(tiny_pipeline, "tiny").blocks.values() if isinstance(block, gr.Gallery)]
+
+    # Gradio caps a gallery at 55 % of the window (1.5 rows of three); the browser test checks the page itself.
+    assert len(galleries) == 3 and all(GALLERY_CLASS in gallery.elem_classes for gallery in galleries)
+    assert f".{GALLERY_CLASS} .grid-wrap.fixed-height" in PAGE_CSS and "max-height: none" in PAGE_CSS

@@ -4,7 +4,10 @@
 - :mod:`.generators`: ``NAME=PATH`` generators and model fingerprints.
 - :mod:`.synthetic`: paper-style synthetic pairs, drawn in fixed chunks and cached (nested subsets).
 - :mod:`.segmentation`: the paper's U-Net protocol (Dice loss, RMSprop) and per-slice DSC.
+- :mod:`.classic_augmentation`: random flips, rotation, scaling, elastic and intensity transforms of U-Net batches.
 - :mod:`.augmentation`: DSC vs number of synthetic pairs, resumable grid over generators, N and seeds.
+- :mod:`.scarcity`: DSC vs number K of real patients: classic augmentation and generators trained on the same K
+  patients (:mod:`.splits`: the fixed patient splits and draws, packaged in ``splits/*.json``).
 - :mod:`.image_quality`: PSNR/SSIM (unpaired), FID, MS-SSIM diversity, tumour-area JSD per generator.
 - :mod:`.likelihood`: held-out importance-sampled ``log p(x, m)`` and ELBO of HVAE/VAE generators.
 - :mod:`.records`, :mod:`.reporting`: atomic per-run records, markdown tables and plots.

@@ -183,3 +183,19 @@ def load_real_split(spec: RealDataSpec) -> RealSplit:
     if spec.note:
         description = f"{spec.note} -- {description}"
     return RealSplit(train_images, train_masks, test_images, test_masks, description)
+
+
+def load_patient_slices(spec: RealDataSpec, patients: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """The slices of ``patients`` under ``spec``'s loading settings, with whose they are.
+
+    Returns:
+        images float32 ``(N, C, H, W)``, masks uint8 ``(N, H, W)`` of 0/1, and the patient id of each slice ``(N,)``
+        (so that subsets of patients are taken without loading again).
+
+    Raises:
+        MissingDataError, DataFormatError: from the loaders.
+        ValueError: no slice is left.
+    """
+    dataset = _load(spec, patients)
+    images, masks = _tensors(dataset, "requested")
+    return images, masks, np.asarray(dataset["patient_id"])

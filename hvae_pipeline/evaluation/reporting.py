@@ -158,27 +158,33 @@ def plot_augmentation(summary: dict[str, Any], path: Path) -> None:
         gain_axis.set_title("paired gain by seed, 95 % intervals")
         gain_axis.grid(alpha=0.3)
         gain_axis.legend()
-    figure.tight_layout()
-    try:
-        with atomic_file(path, "wb") as file:
-            figure.savefig(file, format="png")
-    finally:
-        plt.close(figure)
+    _save_figure(figure, path)
 
 
 def image_quality_markdown(summary: dict[str, Any]) -> str:
     """Markdown report of an image-quality summary: one row per generator; metrics not computed say why."""
-    header = ["generator", "PSNR (dB)", "SSIM", "FID", "MS-SSIM diversity", "tumour-area JSD"]
+    header = ["generator", "PSNR (dB)", "SSIM", "FID", "KID x 1000", "TSTR DSC (%)", "TSTR / real-only",
+              "MS-SSIM diversity", "tumour-area JSD"]
     rows = []
     notes = []
     for name, result in summary["results"].items():
         fid = NOT_COMPUTED if result["fid"] is None else f"{result['fid']:.1f}"
+        kid = (NOT_AVAILABLE if result.get("kid_mean") is None
+               else mean_std(result["kid_mean"], result["kid_std"], scale=1000))
+        tstr = NOT_AVAILABLE if result.get("tstr_dice") is None else f"{100 * result['tstr_dice']:.1f}"
+        ratio = NOT_AVAILABLE if result.get("tstr_ratio") is None else f"{result['tstr_ratio']:.2f}"
         diversity = NOT_COMPUTED if result["ms_ssim_diversity"] is None else f"{result['ms_ssim_diversity']:.3f}"
         rows.append([name, mean_std(result["psnr_mean"], result["psnr_std"]),
-                     mean_std(result["ssim_mean"], result["ssim_std"], digits=3), fid, diversity,
+                     mean_std(result["ssim_mean"], result["ssim_std"], digits=3), fid, kid, tstr, ratio, diversity,
                      f"{result['tumour_area_jsd']:.3f}"])
         notes += [f"- {name}: {metric} not computed: {reason}" for metric, reason in result["not_computed"].items()]
     settings = summary["settings"]
+    reference = summary.get("tstr_reference_dice")
+    tstr = (f"TSTR: a U-Net ({_unet_description(settings['tstr_unet'])}, seed {settings['seed']}) trained on the "
+            "samples alone and scored on the real test slices (mean DSC); its reference, the same protocol trained on "
+            "the real train slices, scores " + (f"{100 * reference:.1f} %" if reference is not None else
+                                                 "nothing here (no --train-patients given)") +
+            "; the ratio is the number to quote." if "tstr_unet" in settings else "TSTR: not run (--no-tstr).")
     text = [
         "# Image quality of generated pairs",
         f"Data: {summary['data']}.",
@@ -187,9 +193,12 @@ def image_quality_markdown(summary: dict[str, Any]) -> str:
         f"{settings['sampling']['mask_threshold']}, kept when the mask has >= {settings['sampling']['min_mask_area']} "
         f"px) against {summary['num_real_test_slices']} real test slices. PSNR/SSIM: each sample against a randomly "
         "drawn unpaired real test slice, mean ± std over the pairs. FID: Inception-v3 features of all samples vs all "
-        f"real test slices (lower is better). MS-SSIM diversity: mean over {settings['diversity_pairs']} random pairs "
-        "of distinct samples (lower is more diverse). Tumour-area JSD: Jensen-Shannon divergence (base 2) of the "
-        f"mask-area histograms, bins of {settings['area_bin_width']} px from {settings['area_bins_start']} px.",
+        "real test slices (lower is better). KID: unbiased polynomial-kernel MMD^2 of the same features, mean ± std "
+        f"over {settings.get('kid_subsets', 100)} random subsets of min({settings.get('kid_subset_size', 1000)}, set "
+        "size) per set (lower is better; unbiased, so comparable across sample counts, unlike FID). "
+        f"MS-SSIM diversity: mean over {settings['diversity_pairs']} random pairs of distinct samples (lower is more "
+        "diverse). Tumour-area JSD: Jensen-Shannon divergence (base 2) of the mask-area histograms, bins of "
+        f"{settings['area_bin_width']} px from {settings['area_bins_start']} px. {tstr}",
     ]
     if notes:
         text.append("\n".join(notes))
@@ -235,3 +244,77 @@ def likelihood_markdown(summary: dict[str, Any]) -> str:
                            [[name, f"{value['mean']:.2f}", NOT_AVAILABLE if value["standard_error"] is None
                              else f"{value['standard_error']:.2f}"] for name, value in differences.items()]))
     return "\n\n".join(text) + "\n"
+
+
+def scarcity_markdown(summary: dict[str, Any]) -> str:
+    """Markdown report of a scarcity summary: DSC per K and arm, and the paired gains, with 95 % intervals."""
+    arms = summary["arms"]
+    results = summary["results"]
+    dsc_rows = [[k, str(entry["num_units"])] + [interval_text(entry["dice"][arm]).lstrip("+") for arm in arms]
+                for k, entry in results.items()]
+    gain_names = [arm for arm in arms if arm in next(iter(results.values()))["gain"]] + ["classic"]
+    gain_rows = [[k] + [interval_text(entry["gain"][name]) for name in gain_names] for k, entry in results.items()]
+    split = summary["split"]
+    gain_header = [f"{name} - real-only+classic" if name != "classic" else "classic - none" for name in gain_names]
+    return "\n\n".join([
+        "# Data scarcity: U-Net DSC (%) with K real training patients",
+        f"Split {split['name']}: {split['how']}. Test patients ({len(split['test'])}), outside every draw: "
+        f"{', '.join(split['test'])}.",
+        _table(["K", "draws x seeds", *arms], dsc_rows),
+        "## Paired gains (DSC points, same draw and seed)",
+        _table(["K", *gain_header], gain_rows),
+        f"Mean over draws x seeds (seeds {summary['seeds']}) with a two-sided 95 % Student-t interval; an interval that "
+        "excludes 0 is a gain (or loss) the runs agree on. Generators are trained on the K patients of each draw only "
+        f"(recipes: {_recipes_text(summary['recipes'])}); synthetic pairs: "
+        f"{_LATENT_SOURCES[summary['sampling'].get('prior', 'auto')]}, kept when the mask has >= "
+        f"{summary['sampling']['min_mask_area']} px.",
+        f"U-Net: {_unet_description(summary['unet'])}; classic augmentation: {summary['classic_augmentation']}. "
+        f"Total U-Net training time {summary['total_unet_train_seconds']} s.",
+    ]) + "\n"
+
+
+def _recipes_text(recipes: dict[str, Any]) -> str:
+    """``kind: config (steps by K) -> ...`` for each recipe."""
+    return "; ".join(f"{kind}: " + " -> ".join(f"{stage['config']} ({stage['steps_at_k']} steps by K)"
+                                              for stage in stages) for kind, stages in recipes.items())
+
+
+def plot_scarcity(summary: dict[str, Any], path: Path) -> None:
+    """PNG plot, written atomically: the paired DSC gain vs K (log axis) of each generator arm over real-only with
+    classic augmentation, and of classic augmentation over none, with 95 % intervals."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = summary["results"]
+    ks = [int(k) for k in results]
+    names = list(next(iter(results.values()))["gain"])
+    figure, axis = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    for offset, name in zip(np.linspace(-0.06, 0.06, len(names)), names):
+        entries = {str(k): results[str(k)]["gain"][name] for k in ks}
+        positions = [k * (1 + offset) for k in ks]
+        label = "classic augmentation - none" if name == "classic" else f"{name} - real-only+classic"
+        axis.errorbar(positions, [100 * entries[str(k)]["mean"] for k in ks], yerr=_error_bars(entries, ks),
+                      marker="o", capsize=3, label=label)
+    axis.axhline(0.0, color="black", linewidth=0.8)
+    axis.set_xscale("log")
+    axis.set_xticks(ks, [str(k) for k in ks])
+    axis.set_xlabel("real training patients K")
+    axis.set_ylabel("DSC gain (points)")
+    axis.set_title(f"gain vs K ({summary['split']['name']}, 95 % intervals over draws x seeds)", fontsize=9)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    _save_figure(figure, path)
+
+
+def _save_figure(figure: Any, path: Path) -> None:
+    """Lay ``figure`` out, write it to ``path`` as PNG atomically and close it."""
+    import matplotlib.pyplot as plt
+
+    figure.tight_layout()
+    try:
+        with atomic_file(path, "wb") as file:
+            figure.savefig(file, format="png")
+    finally:
+        plt.close(figure)

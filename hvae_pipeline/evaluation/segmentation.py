@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from ..metrics import dice_score
 from ..metrics._optional import import_optional
+from .classic_augmentation import ClassicAugmentation, check_augmentation
 
 UNET_PROTOCOLS = ("converged", "paper")
 OPTIMISERS = ("adam", "rmsprop")
@@ -55,6 +56,9 @@ class UNetSettings:
             may stop mid-pass). ``None``: train ``epochs`` passes instead, as the paper.
         epochs: passes over the training set (real slices plus the synthetic pairs) when ``updates`` is ``None``.
         prediction_threshold: sigmoid probability above which a predicted pixel is tumour when scoring.
+        augment: ``"none"`` or ``"classic"``: random flips, rotation, scaling, elastic deformation and intensity
+            changes of every training batch, image and mask jointly (:mod:`.classic_augmentation`, seeded by the run
+            seed).
     """
 
     channels: tuple[int, ...] = (16, 32, 64, 128, 256)
@@ -68,8 +72,10 @@ class UNetSettings:
     updates: int | None = 180
     epochs: int = 40
     prediction_threshold: float = 0.5
+    augment: str = "none"
 
     def __post_init__(self) -> None:
+        check_augmentation(self.augment)
         if len(self.channels) < 2 or min(self.channels) < 1:
             raise ValueError(f"U-Net channels need at least two positive levels, got {self.channels}")
         if self.num_res_units < 0 or self.epochs < 1 or self.batch_size < 1 or not self.learning_rate > 0:
@@ -124,12 +130,17 @@ class UNetSettings:
         budget = (f"{self.updates} updates for every run" if self.updates is not None
                   else f"{self.epochs} epochs over real + synthetic slices")
         optimiser = {"adam": "Adam", "rmsprop": "RMSprop"}[self.optimiser]
+        augment = "" if self.augment == "none" else f", {self.augment} augmentation"
         return (f"MONAI UNet channels {list(self.channels)}, {self.num_res_units} residual units{head}, {loss}, "
-                f"{optimiser} lr {self.learning_rate}, batch {self.batch_size}, {budget}")
+                f"{optimiser} lr {self.learning_rate}, batch {self.batch_size}, {budget}{augment}")
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-ready settings."""
-        return {**asdict(self), "channels": list(self.channels)}
+        """JSON-ready settings. ``augment`` is left out when ``"none"``: records made before it existed (without
+        augmentation) keep matching."""
+        settings = {**asdict(self), "channels": list(self.channels)}
+        if self.augment == "none":
+            del settings["augment"]
+        return settings
 
 
 @dataclass(frozen=True)
@@ -177,9 +188,10 @@ def train_segmenter(images: torch.Tensor, masks: torch.Tensor, settings: UNetSet
     Args:
         images: training images in ``[0, 1]``.
         masks: their 0/1 masks.
-        settings: architecture, loss, optimiser and budget (``settings.updates`` updates, else ``settings.epochs``
-            passes over the slices).
-        seed: seeds the weight initialisation and the shuffling order (same seed, same data: same network).
+        settings: architecture, loss, optimiser, budget (``settings.updates`` updates, else ``settings.epochs``
+            passes over the slices) and augmentation.
+        seed: seeds the weight initialisation, the shuffling order and the augmentation (same seed, same data: same
+            network).
         progress: show a progress bar over the updates.
         description: label of the progress bar.
         device: where the U-Net trains (``"cpu"``, ``"cuda"``); initialisation and shuffling stay on the CPU.
@@ -199,9 +211,12 @@ def train_segmenter(images: torch.Tensor, masks: torch.Tensor, settings: UNetSet
     start = time.perf_counter()
     network.train()
     recent: deque[float] = deque(maxlen=len(loader))  # the last pass's worth of batch losses (final_loss)
+    augmentation = ClassicAugmentation(seed) if settings.augment == "classic" else None
     bar = tqdm(batches, total=total_updates, desc=description, unit="update", leave=False, disable=not progress)
     for batch_images, batch_masks in bar:
         optimiser.zero_grad(set_to_none=True)
+        if augmentation is not None:
+            batch_images, batch_masks = augmentation(batch_images, batch_masks)
         batch_images, batch_masks = batch_images.to(device), batch_masks.to(device)
         loss = loss_function(network(batch_images), batch_masks[:, None].float())
         loss.backward()

@@ -90,8 +90,7 @@ class HVAEPipeline(PipelineFilesMixin, DiffusionPipeline):
 
     model_cpu_offload_seq = "model"
     _optional_components = ["latent_prior"]
-    # A few kB to MB, used once per batch before the model: kept on the execution device under
-    # `enable_model_cpu_offload()` rather than moved to and fro (its `from_standard_normal` is no forward hook).
+    # Small and used before the model (no forward hook): kept on the execution device under CPU offload.
     _exclude_from_cpu_offload = ["latent_prior"]
 
     def __init__(self, model: PairGenerator, latent_prior: GaussianLatentPrior | None = None) -> None:
@@ -119,11 +118,8 @@ class HVAEPipeline(PipelineFilesMixin, DiffusionPipeline):
         return temperature * noise
 
     def resolve_prior(self, prior: str = "auto") -> str:
-        """The prior that ``prior`` selects for this pipeline: ``"fitted"`` or ``"standard"``.
-
-        Raises:
-            ValueError: An unknown ``prior``, or ``"fitted"`` for a pipeline without a fitted prior.
-        """
+        """The prior that ``prior`` selects for this pipeline, ``"fitted"`` or ``"standard"``; ``ValueError`` for an
+        unknown ``prior``, or ``"fitted"`` for a pipeline without a fitted prior."""
         if prior not in PRIORS:
             raise ValueError(f"`prior` must be one of {PRIORS}, got {prior!r}")
         has_fitted = self.latent_prior is not None  # registered as None when the pipeline has none
@@ -134,13 +130,12 @@ class HVAEPipeline(PipelineFilesMixin, DiffusionPipeline):
 
     @torch.inference_mode()
     def decode_latents(self, latents: torch.Tensor, mask_threshold: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
-        """Decode latents into images ``(N, C, H, W)`` in ``[0, 1]`` and uint8 masks ``(N, H, W)``.
-
-        Binary masks are ``sigmoid(logit) > mask_threshold``; multi-class masks take the most probable class.
+        """Decode latents into images ``(N, C, H, W)`` in ``[0, 1]`` and uint8 masks ``(N, H, W)`` (binary:
+        ``sigmoid(logit) > mask_threshold``; multi-class: the most probable class).
 
         Raises:
-            ValueError: When the decoder returns NaN or infinite values (they would be written as black images with
-                empty masks); the message says why (non-finite weights or latents, or latents too large).
+            ValueError: The decoder returned NaN or infinite values (they would be written as black images with empty
+                masks); the message says why (non-finite weights or latents, or latents too large).
         """
         decoded = self.model.decode(latents)
         if not (torch.isfinite(decoded.images).all() and torch.isfinite(decoded.mask_logits).all()):
@@ -213,8 +208,7 @@ class HVAEPipeline(PipelineFilesMixin, DiffusionPipeline):
                         f"only {accepted} of {num_samples} samples had a tumour area >= min_tumour_area="
                         f"{min_tumour_area} px after {drawn} draws (max_draws={max_draws}); lower `min_tumour_area` "
                         "or raise `max_draws`")
-                # Without rejection every draw is kept: draw only the missing pairs, not a full batch whose surplus
-                # would be decoded and thrown away.
+                # Without rejection every draw is kept: draw only the missing pairs, not a surplus to throw away.
                 wanted = batch_size if min_tumour_area > 0 else num_samples - accepted
                 count = min(batch_size, wanted, max_draws - drawn)
                 latents = self.prior_latents(count, generator, temperature, prior)
@@ -272,8 +266,7 @@ class HVAEPipeline(PipelineFilesMixin, DiffusionPipeline):
             ``(B, num_samples, H, W)`` (uint8).
 
         Raises:
-            ValueError: On invalid images, masks or counts, or when the pipeline's generator has no encoder (the
-                LSGAN baseline).
+            ValueError: Invalid images, masks or counts, or a generator without an encoder (the LSGAN baseline).
         """
         model = require_encoder(self.model, "reconstruct")
         config = model.config

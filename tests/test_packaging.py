@@ -8,6 +8,8 @@ with ``--no-deps --no-index`` into a throw-away virtual environment that sees th
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
+import importlib.util
 import re
 import shutil
 import subprocess
@@ -189,3 +191,15 @@ def test_the_checkout_imports_training_and_demo_under_one_name():
             offenders += [f"{path.relative_to(REPOSITORY)}: {match.group(0).strip()}"
                           for match in stray.finditer(path.read_text())]
     assert not offenders
+
+
+def test_dev_extra_installs_what_the_demo_screenshot_needs():
+    """`python -m hvae_pipeline.demo.browser` needs Gradio (the demo extra) and Playwright; chromium comes from the
+    system (scripts/install_browser.sh)."""
+    requirements = importlib.metadata.requires("hvae-pipeline")
+    dev = [requirement for requirement in requirements if requirement.endswith('extra == "dev"')]
+    assert any(requirement.startswith("playwright") for requirement in dev)
+    assert any(requirement.startswith("hvae-pipeline[") and "demo" in requirement for requirement in dev)
+    demo = [requirement for requirement in requirements if requirement.endswith('extra == "demo"')]
+    assert any(requirement.startswith("gradio") for requirement in demo)
+    assert importlib.util.find_spec("playwright") is not None  # this environment was set up with the dev extra

@@ -75,10 +75,12 @@ def test_every_block_is_python_or_bash_and_says_whether_it_runs():
     assert sum(snippet.runs for snippet in readme_snippets()) >= 6
 
 
-def test_local_links_and_pictures_exist():
-    targets = re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", README.read_text())
+@pytest.mark.parametrize("page", ["README.md", "docs/training.md", "docs/evaluation.md", "docs/design.md"])
+def test_local_links_and_pictures_exist(page: str):
+    path = REPOSITORY / page
+    targets = re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", path.read_text())
     local = [target for target in targets if not re.match(r"[a-z]+://", target)]
-    assert local and [target for target in local if not (REPOSITORY / target).exists()] == []
+    assert local and [target for target in local if not (path.parent / target).exists()] == []
 
 
 @pytest.fixture(scope="module")

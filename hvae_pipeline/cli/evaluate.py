@@ -89,6 +89,10 @@ def _add_output_arguments(parser: argparse.ArgumentParser, generators: bool = Tr
         parser.add_argument("--generator", action="append", default=[], metavar="NAME=PATH",
                             help="a generator: saved pipeline folder (HVAE, VAE or LSGAN) or 'bundled'; repeatable")
     parser.add_argument("--out", type=Path, required=True, help="output folder (reused to resume)")
+    if generators:
+        parser.add_argument("--allow-training-patients", action="store_true",
+                            help="score generators whose model card or run config lists some of the test patients "
+                                 "as training patients (refused otherwise); the reports then say NOT held-out")
     parser.add_argument("--num-threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -309,7 +313,7 @@ def _run(args: argparse.Namespace) -> int:
                                       args.elbo_draws)
         real = load_real_split(spec)
         print(f"Real data: {real.description}")
-        outcome = run_likelihood(real, spec, generators, args.out, settings, progress)
+        outcome = run_likelihood(real, spec, generators, args.out, settings, progress, args.allow_training_patients)
         print(f"{outcome.scored_generators} generators scored, {outcome.skipped_generators} already finished (skipped)")
         print((args.out / "likelihood.md").read_text())
         print(f"Reports: {', '.join(str(path) for path in outcome.files.values())}")
@@ -328,7 +332,8 @@ def _run(args: argparse.Namespace) -> int:
         unet = _unet_settings(args, augment=args.augment)
         real = load_real_split(spec)
         print(f"Real data: {real.description}")
-        outcome = run_augmentation(real, spec, grid, args.out, unet, sampling, progress, args.device)
+        outcome = run_augmentation(real, spec, grid, args.out, unet, sampling, progress, args.device,
+                                   args.allow_training_patients)
         print(f"{outcome.trained_runs} U-Net runs trained, {outcome.skipped_runs} already finished (skipped)")
         print((args.out / "augmentation.md").read_text())
     else:
@@ -338,7 +343,7 @@ def _run(args: argparse.Namespace) -> int:
         real = load_real_split(spec)
         print(f"Real data: {real.description}")
         outcome = run_image_quality(real, spec, generators, args.out, settings, sampling, progress,
-                                    _unet_settings(args))
+                                    _unet_settings(args), args.allow_training_patients)
         print(f"{outcome.scored_generators} generators scored, {outcome.skipped_generators} already finished (skipped)")
         print((args.out / "image_quality.md").read_text())
     print(f"Reports: {', '.join(str(path) for path in outcome.files.values())}")

@@ -33,7 +33,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .generators import EQUAL_UPDATES, REAL_ONLY, GeneratorSpec, check_distinct_names, check_image_shape
+from .generators import (EQUAL_UPDATES, REAL_ONLY, GeneratorSpec, check_distinct_names, check_image_shape,
+                         patients_seen_in_training)
 from .real_data import RealDataSpec, RealSplit
 from ..storage.atomic_write import write_json_atomically, write_text_atomically
 from .records import RecordStore
@@ -152,6 +153,7 @@ def run_augmentation(
     sampling: SamplingSettings = SamplingSettings(),
     progress: bool = True,
     device: str = "cpu",
+    allow_training_patients: bool = False,
 ) -> AugmentationOutcome:
     """Run (or resume) the augmentation experiment and write its summary JSON, markdown table and plot.
 
@@ -167,6 +169,8 @@ def run_augmentation(
         progress: show progress bars (overall, per run over epochs, sampling).
         device: where the U-Nets train (synthetic pairs are drawn where ``sampling.device`` says). Recorded per run,
             not part of the settings: a grid may resume on another device.
+        allow_training_patients: run generators trained on some of the test patients instead of refusing them (the
+            reports then say their scores are not held-out).
 
     Raises:
         ValueError: no train slices, slices that do not fit the U-Net, a generator's image shape differs from the
@@ -183,6 +187,7 @@ def run_augmentation(
     check_image_side(unet, *real.train_images.shape[-2:])
     for generator in grid.generators:
         check_image_shape(generator, real.train_images.shape[1:])
+    seen = patients_seen_in_training(list(grid.generators), data_spec.test_patients, allow_training_patients)
     out_dir = Path(out_dir)
     store = RecordStore(out_dir / "runs")
     sources = {g.name: SyntheticPairs(g, sampling, out_dir / "synthetic", progress) for g in grid.generators}
@@ -216,7 +221,7 @@ def run_augmentation(
                 records[run.key] = _train_and_score(run, real, unet_of(run), sources, store, settings, progress, device)
                 trained += 1
             overall.update()
-    summary = summarise(grid, records, real.description, unet, sampling)
+    summary = {**summarise(grid, records, real.description, unet, sampling), "seen_in_training": seen}
     files = write_augmentation_reports(summary, out_dir)
     return AugmentationOutcome(summary, trained_runs=trained, skipped_runs=len(runs) - trained, files=files)
 

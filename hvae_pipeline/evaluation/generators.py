@@ -115,3 +115,53 @@ def check_generators(generators: list[GeneratorSpec], image_shape: tuple[int, ..
     check_distinct_names(generators)
     for generator in generators:
         check_image_shape(generator, image_shape)
+
+
+# The trainer's model card states its training patients in one sentence: "... Patients: BRATS_001, BRATS_002."
+_CARD_PATIENTS = re.compile(r"\bPatients: ([^,.\n]+(?:, [^,.\n]+)*)\.")
+
+
+def training_patients(spec: GeneratorSpec) -> tuple[str, ...] | None:
+    """The patients a generator was trained on: as its model card (``README.md``) states them, else as the training
+    run's ``config.yaml`` beside its pipeline folder lists them (``data.patients``); ``None`` when neither says."""
+    card = spec.path / "README.md"
+    if card.is_file():
+        found = _CARD_PATIENTS.search(card.read_text(errors="replace"))
+        if found:
+            return tuple(found.group(1).split(", "))
+    config = spec.path.parent / "config.yaml"
+    if config.is_file():
+        import yaml
+
+        try:
+            patients = (yaml.safe_load(config.read_text()) or {}).get("data", {}).get("patients")
+        except yaml.YAMLError:
+            return None
+        if isinstance(patients, list) and patients:
+            return tuple(map(str, patients))
+    return None
+
+
+def patients_seen_in_training(generators: list[GeneratorSpec], test_patients: tuple[str, ...],
+                              allow: bool) -> dict[str, list[str]]:
+    """Per generator, the test patients it was trained on (generators without any are left out).
+
+    Args:
+        generators: the generators scored.
+        test_patients: the patients the scores are measured on.
+        allow: score them anyway (the reports then say which scores are not held-out) instead of refusing.
+
+    Raises:
+        ValueError: a generator was trained on a test patient and ``allow`` is false.
+    """
+    seen = {}
+    for generator in generators:
+        overlap = sorted(set(training_patients(generator) or ()) & set(test_patients))
+        if overlap:
+            seen[generator.name] = overlap
+    if seen and not allow:
+        named = "; ".join(f"generator {name} on {patients}" for name, patients in seen.items())
+        raise ValueError(f"test patients were used to train the generators ({named}, as their model cards or run "
+                         "configs list them): scores on them would not be held-out. Pass other --test-patients, or "
+                         "--allow-training-patients to score them anyway, labelled as not held-out")
+    return seen

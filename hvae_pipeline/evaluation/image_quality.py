@@ -25,7 +25,7 @@ from ..metrics import (InceptionFeatureExtractor, KernelDistance, feature_statis
                        kernel_distance, ms_ssim_diversity, tumour_area_jsd, unpaired_psnr_ssim)
 from ..metrics.kid import DEFAULT_NUM_SUBSETS, DEFAULT_SUBSET_SIZE
 from ..metrics.ssim import MS_SSIM_WEIGHTS
-from .generators import GeneratorSpec, check_generators
+from .generators import GeneratorSpec, check_generators, patients_seen_in_training
 from .real_data import RealDataSpec, RealSplit
 from ..storage.atomic_write import write_json_atomically, write_text_atomically
 from .records import RecordStore
@@ -184,6 +184,7 @@ def run_image_quality(
     sampling: SamplingSettings = SamplingSettings(),
     progress: bool = True,
     unet: UNetSettings = UNetSettings(),
+    allow_training_patients: bool = False,
 ) -> ImageQualityOutcome:
     """Score every generator (or reuse its finished record) and write ``image_quality.json`` and ``.md``.
 
@@ -196,12 +197,16 @@ def run_image_quality(
         sampling: how samples are drawn (as for augmentation).
         progress: show progress bars.
         unet: the U-Net protocol of TSTR and its real-only reference (seeded by ``settings.seed``).
+        allow_training_patients: score generators trained on some of the test patients instead of refusing them
+            (the reports then say so).
 
     Raises:
-        ValueError: no generator, repeated names, a generator's image shape differs from the real slices'.
+        ValueError: no generator, repeated names, a generator's image shape differs from the real slices', or one
+            was trained on a test patient (without ``allow_training_patients``).
         SettingsMismatch: ``out_dir`` holds a finished record made with other settings.
     """
     check_generators(generators, tuple(real.test_images.shape[1:]))
+    seen = patients_seen_in_training(generators, data_spec.test_patients, allow_training_patients)
     if settings.tstr:
         check_image_side(unet, *real.test_images.shape[-2:])
     out_dir = Path(out_dir)
@@ -230,6 +235,7 @@ def run_image_quality(
         "experiment": "image quality of generated pairs against real test slices",
         "data": real.description,
         "num_real_test_slices": len(real.test_images),
+        "seen_in_training": seen,
         "settings": {**settings.identity(), "sampling": sampling.identity(), **tstr_settings},
         "generators": {g.name: {"path": str(g.path)} for g in generators},
         "results": {name: {k: v for k, v in record.items() if k not in ("key", "settings")}

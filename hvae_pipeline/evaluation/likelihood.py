@@ -14,7 +14,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..models.hvae import HVAEModel
-from .generators import GeneratorSpec, check_generators, load_generator, model_fingerprint
+from .generators import (GeneratorSpec, check_generators, load_generator, model_fingerprint,
+                         patients_seen_in_training)
 from .real_data import RealDataSpec, RealSplit
 from ..storage.atomic_write import write_json_atomically, write_text_atomically
 from .records import RecordStore
@@ -141,15 +142,21 @@ def run_likelihood(
     out_dir: Path,
     settings: LikelihoodSettings = LikelihoodSettings(),
     progress: bool = True,
+    allow_training_patients: bool = False,
 ) -> LikelihoodOutcome:
     """Score every HVAE/VAE generator on the real test slices (or reuse its finished record); write
     ``likelihood.json`` and ``likelihood.md``.
 
+    ``allow_training_patients`` scores generators trained on some of the test patients (their model cards or run
+    configs say so) instead of refusing them; the reports then say the scores are not held-out.
+
     Raises:
-        ValueError: no generator, repeated names, a shape mismatch, or a generator without a likelihood (LSGAN).
+        ValueError: no generator, repeated names, a shape mismatch, a generator without a likelihood (LSGAN), or one
+            trained on a test patient (without ``allow_training_patients``).
         SettingsMismatch: ``out_dir`` holds a finished record made with other settings.
     """
     check_generators(generators, tuple(real.test_images.shape[1:]))
+    seen = patients_seen_in_training(generators, data_spec.test_patients, allow_training_patients)
     out_dir = Path(out_dir)
     store = RecordStore(out_dir / "runs")
     records: dict[str, dict[str, Any]] = {}
@@ -169,7 +176,9 @@ def run_likelihood(
             scored += 1
         records[spec.name] = record
     summary = {
-        "experiment": "held-out log-likelihood of (image, mask) pairs",
+        "experiment": ("log-likelihood of (image, mask) pairs of test patients, NOT held-out for some generators"
+                       if seen else "held-out log-likelihood of (image, mask) pairs"),
+        "seen_in_training": seen,
         "paired_differences": paired_differences(records),
         "data": real.description,
         "settings": asdict(settings),

@@ -35,7 +35,8 @@ def augmentation_markdown(summary: dict[str, Any]) -> str:
     unet = summary["unet"]
     sampling = summary["sampling"]
     sections = [
-        "# Downstream augmentation: U-Net DSC (%) on held-out patients",
+        f"# Downstream augmentation: U-Net DSC (%) on {_test_patients_title(summary)}",
+        *_not_held_out_lines(summary),
         f"Data: {summary['data']}.",
         _table(["generator \\ synthetic N", *map(str, counts)], rows),
         f"Mean ± sample standard deviation (ddof 1) over {len(summary['seeds'])} seed(s) {summary['seeds']}; "
@@ -47,6 +48,21 @@ def augmentation_markdown(summary: dict[str, Any]) -> str:
         f"Total U-Net training time {summary['total_train_seconds']} s.",
     ]
     return "\n\n".join(sections + _gain_sections(summary) + _equal_update_sections(summary)) + "\n"
+
+
+def _test_patients_title(summary: dict[str, Any]) -> str:
+    """"held-out patients", or "the test patients (NOT held-out)" when a generator was trained on some of them."""
+    return "the test patients (NOT held-out)" if summary.get("seen_in_training") else "held-out patients"
+
+
+def _not_held_out_lines(summary: dict[str, Any]) -> list[str]:
+    """The warning of a report whose generators were trained on some of its test patients (none otherwise)."""
+    seen = summary.get("seen_in_training") or {}
+    if not seen:
+        return []
+    named = "; ".join(f"{name} on {', '.join(patients)}" for name, patients in seen.items())
+    return [f"**NOT held-out**: generators were trained on test patients ({named}, as their model cards or run "
+            "configs list them). Their scores here include training patients and measure fit, not generalisation."]
 
 
 def _unet_description(unet: dict[str, Any]) -> str:
@@ -187,6 +203,7 @@ def image_quality_markdown(summary: dict[str, Any]) -> str:
             "; the ratio is the number to quote." if "tstr_unet" in settings else "TSTR: not run (--no-tstr).")
     text = [
         "# Image quality of generated pairs",
+        *_not_held_out_lines(summary),
         f"Data: {summary['data']}.",
         _table(header, rows),
         f"{settings['num_samples']} samples per generator (seed {settings['seed']}; mask threshold "
@@ -228,7 +245,9 @@ def likelihood_markdown(summary: dict[str, Any]) -> str:
     first = next(iter(summary["results"].values()))
     importance_slices = first.get("importance_slices", first["num_slices"])
     text = [
-        "# Held-out log-likelihood",
+        "# Log-likelihood on the test patients, NOT held-out" if summary.get("seen_in_training")
+        else "# Held-out log-likelihood",
+        *_not_held_out_lines(summary),
         f"Data: {summary['data']}.",
         _table(header, rows),
         f"log p(x, m): importance-sampled with {settings['num_importance_samples']} samples per slice through each "

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx2
 import pytest
 import torch
-from huggingface_hub import HfApi, ModelCard
+from huggingface_hub import HfApi, ModelCard, constants
 from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled, RepositoryNotFoundError
 
 from hvae_pipeline import HVAEModel, HVAEPipeline, LSGANModel
@@ -80,6 +80,15 @@ class FakeHub:
 def http_error(kind: type[HfHubHTTPError], status: int) -> HfHubHTTPError:
     request = httpx2.Request("POST", "https://huggingface.co/api/repos/create")
     return kind(f"{status} Client Error", response=httpx2.Response(status, request=request))
+
+
+@pytest.fixture(autouse=True)
+def online_hub_settings(monkeypatch) -> None:
+    """These tests fake the Hub online, whatever the user's ``HF_*`` variables say: huggingface_hub reads
+    ``HF_HUB_OFFLINE`` into ``constants`` at import, so the constant is set too."""
+    for name in ("HF_HUB_OFFLINE", "HF_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from typing import Any, Iterator
 import torch
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
+from hvae_pipeline.training.config import ConfigError
 from hvae_pipeline.training.data import dataset_to_tensors, load_slice_dataset
 from hvae_pipeline.training.trainer import TrainingRun
 
@@ -142,18 +143,45 @@ def make_optimiser(run: TrainingRun, model: torch.nn.Module, num_processes: int)
     return optimizer, scheduler
 
 
+def apply_learning_rates(optimizer, scheduler, configured: list[float]) -> None:
+    """Make the configured base learning rates (one per parameter group) those of a resumed optimiser and schedule:
+    a checkpoint restores its own, which an override of ``training.learning_rate`` on resume must replace.
+
+    Args:
+        optimizer: the prepared optimiser, after the checkpoint was loaded.
+        scheduler: the prepared ``LambdaLR`` schedule (diffusers' ``get_scheduler``), after the checkpoint was loaded.
+        configured: the groups' learning rates from the config, read before the checkpoint was loaded.
+    """
+    schedule = getattr(scheduler, "scheduler", scheduler)  # unwrapped from Accelerate's AcceleratedScheduler
+    if list(schedule.base_lrs) == configured:  # nothing changed: leave the restored state untouched
+        return
+    schedule.base_lrs = list(configured)
+    for group, rate, factor in zip(optimizer.param_groups, configured, schedule.lr_lambdas):
+        group["initial_lr"], group["lr"] = rate, rate * factor(schedule.last_epoch)
+
+
 def make_loader(images: torch.Tensor, masks: torch.Tensor, settings: dict[str, Any], num_processes: int) -> DataLoader:
     """Batches of ``training.batch_size`` slices per process in the order of :class:`EpochPermutationSampler`.
 
     Raises:
-        ValueError: fewer slices than one batch on every process.
+        ConfigError: fewer slices than one batch on every process.
     """
     sampler = EpochPermutationSampler(len(images), settings["seed"])
-    if len(images) < settings["batch_size"] * num_processes:
-        raise ValueError(f"training.batch_size={settings['batch_size']} x {num_processes} processes "
-                         f"exceeds the {len(images)} training slices")
+    check_batch_fits(settings["batch_size"], num_processes, len(images), "training slices")
     return DataLoader(TensorDataset(images, masks), batch_size=settings["batch_size"], sampler=sampler,
                       drop_last=True, num_workers=settings["dataloader_workers"])
+
+
+def check_batch_fits(batch_size: int, num_processes: int, slices: int, what: str) -> None:
+    """Raise :class:`ConfigError` when ``slices`` cannot fill one batch of ``batch_size`` on each of ``num_processes``.
+
+    Args:
+        what: how the message names the slices (``"training slices"``, ``"phantom slices (data.num_phantom_slices)"``).
+    """
+    if slices < batch_size * num_processes:
+        per_process = f" x {num_processes} processes" if num_processes > 1 else ""
+        raise ConfigError(f"training.batch_size={batch_size}{per_process} exceeds the {slices} {what}: set "
+                          f"training.batch_size to at most {slices // num_processes} (or add slices)")
 
 
 def make_ema(accelerator, model, decay: float | None):

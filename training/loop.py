@@ -7,16 +7,22 @@ from a generator seeded by ``(seed, m, r)``; both are recomputed on resume inste
 
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from torch.utils.data import DataLoader
 
 from hvae_pipeline.hub.push import HubTarget
+from hvae_pipeline.storage.output_folder import STOP_SIGNALS
 from hvae_pipeline.training.components import (
+    apply_learning_rates,
     build_training_model,
     load_slices,
     make_accelerator,
@@ -25,7 +31,14 @@ from hvae_pipeline.training.components import (
     make_optimiser,
 )
 from hvae_pipeline.training.publish import export_pipeline, push_pipeline
-from hvae_pipeline.training.run_folder import list_checkpoints, load_checkpoint, resume_candidates, save_checkpoint
+from hvae_pipeline.training.run_folder import (
+    check_resume,
+    list_checkpoints,
+    load_checkpoint,
+    resume_candidates,
+    save_checkpoint,
+)
+from hvae_pipeline.training.run_record import RunFolder, claim_output_dir
 from hvae_pipeline.training.run_log import CsvLog, log_config, metrics_row, save_sample_grid
 from hvae_pipeline.training.trainer import TrainingRun
 
@@ -46,10 +59,13 @@ class TrainingLoop:
         steps_this_run: optimiser steps taken by this invocation.
         terms: the loss terms of the last micro-batch.
         started_at: when this invocation's steps started (``time.time()``).
+        stop_signal: the name of the stop signal received (``"SIGINT"``, ``"SIGTERM"``), ``None`` before one.
+        last_checkpoint: the checkpoint folder this invocation wrote last, ``None`` before one.
     """
 
     def __init__(self, run: TrainingRun, accelerator, model, optimizer, scheduler, ema, log: CsvLog | None,
-                 validation: tuple[torch.Tensor, torch.Tensor] | None, global_step: int) -> None:
+                 validation: tuple[torch.Tensor, torch.Tensor] | None, global_step: int,
+                 run_folder: RunFolder | None) -> None:
         self.run, self.settings = run, run.config["training"]
         self.accelerator, self.model, self.optimizer, self.scheduler, self.ema = accelerator, model, optimizer, scheduler, ema
         self.log, self.validation = log, validation
@@ -59,17 +75,22 @@ class TrainingLoop:
         self.steps_this_run = 0
         self.terms: dict[str, torch.Tensor] = {}
         self.started_at = time.time()
+        self.run_folder = run_folder
+        self.stop_signal: str | None = None
+        self.last_checkpoint: Path | None = None
 
     def train(self, loader: DataLoader, stop_after_steps: int | None) -> str | None:
         """Step until ``training.max_steps``; return ``None``, or why it stopped before: ``"non-finite loss"``,
-        ``"non-finite gradient"`` or ``"interrupted"`` (after ``stop_after_steps`` steps, with a checkpoint)."""
+        ``"non-finite gradient"``, ``"interrupted"`` (after ``stop_after_steps`` steps, with a checkpoint) or
+        ``"signal"`` (SIGINT or SIGTERM, with a checkpoint at the step reached)."""
         from tqdm.auto import tqdm
 
         progress = tqdm(total=self.settings["max_steps"], initial=self.global_step,
                         disable=not self.accelerator.is_main_process, desc=self.run.kind)
         stop_reason = None
-        while self.global_step < self.settings["max_steps"] and stop_reason is None:
-            stop_reason = self._train_epoch(loader, progress, stop_after_steps)
+        with self._stop_signals_deferred():
+            while self.global_step < self.settings["max_steps"] and stop_reason is None:
+                stop_reason = self._train_epoch(loader, progress, stop_after_steps)
         progress.close()
         return stop_reason
 
@@ -95,7 +116,40 @@ class TrainingLoop:
             if stop_after_steps is not None and self.steps_this_run >= stop_after_steps:
                 self._save_checkpoint()
                 return "interrupted"
+            if self._stop_requested():
+                self._save_checkpoint()
+                return "signal"
         return None
+
+    @contextlib.contextmanager
+    def _stop_signals_deferred(self) -> Iterator[None]:
+        """While the block runs, SIGINT and SIGTERM only note themselves in :attr:`stop_signal` (the loop then stops
+        after the step, with a checkpoint); a second one acts as it did before (Ctrl-C twice stops at once)."""
+        if threading.current_thread() is not threading.main_thread():  # handlers can only be set from it
+            yield
+            return
+        previous = {number: signal.getsignal(number) for number in STOP_SIGNALS}
+
+        def note(number: int, frame: object) -> None:
+            self.stop_signal = signal.Signals(number).name
+            for each, handler in previous.items():
+                signal.signal(each, handler)
+
+        for number in STOP_SIGNALS:
+            signal.signal(number, note)
+        try:
+            yield
+        finally:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+
+    def _stop_requested(self) -> bool:
+        """Whether any process received a stop signal (all processes stop at the same step)."""
+        requested = float(self.stop_signal is not None)
+        if self.accelerator.num_processes > 1:
+            flag = torch.tensor([requested], device=self.accelerator.device)
+            requested = self.accelerator.gather(flag).max().item()
+        return requested > 0
 
     def _train_micro_batch(self, images: torch.Tensor, masks: torch.Tensor) -> str | None:
         """Forward and backward on one micro-batch, and the optimiser step when gradients are synchronised; returns
@@ -150,7 +204,8 @@ class TrainingLoop:
             self.accelerator.log({name: value for name, value in row.items() if name != "step"}, step=step)
 
     def _save_checkpoint(self) -> None:
-        save_checkpoint(self.accelerator, self.output_dir, self.global_step, self.settings["checkpoints_total_limit"])
+        self.last_checkpoint = save_checkpoint(self.accelerator, self.run_folder, self.global_step,
+                                               self.settings["checkpoints_total_limit"], self.run.config)
 
 
 def report_non_finite(stop_reason: str, global_step: int, terms: dict[str, torch.Tensor], output_dir: Path) -> None:
@@ -163,15 +218,25 @@ def report_non_finite(stop_reason: str, global_step: int, terms: dict[str, torch
 
 
 def run_training(run: TrainingRun, resume: str | None, push_to_hub: HubTarget | None,
-                 stop_after_steps: int | None) -> int:
-    """Train ``run`` as configured; returns a process exit code (0 success, 3 non-finite loss, 4 push failed).
+                 stop_after_steps: int | None, overwrite_run: bool = False) -> int:
+    """Train ``run`` as configured; returns a process exit code (0 success, 3 non-finite loss, 4 push failed,
+    128 + the signal's number after SIGINT or SIGTERM).
 
     The steps, in an order that resume depends on (the model's initialisation draws from the seeded global generator
-    after the data are loaded): an ``Accelerator``, the seed, the slices, the model, its optimiser, scheduler and
-    loader, the checkpoint resumed from, the logged config, the steps (:class:`TrainingLoop`), then the export.
+    after the data are loaded): an ``Accelerator``, the seed, the checks of the run folder and of the checkpoint
+    resumed from, the slices, the model, its optimiser, scheduler and loader, the checkpoint's state, the run record
+    and logged config, the steps (:class:`TrainingLoop`), then the export.
+
+    Args:
+        resume: ``--resume-from-checkpoint`` (``None``: a new run).
+        push_to_hub: where to push the export, ``None`` for nowhere.
+        stop_after_steps: stop after this many steps (with a checkpoint), ``None`` to train to the end.
+        overwrite_run: ``--overwrite-run``: move an earlier run in ``training.output_dir`` aside.
 
     Raises:
-        ResumeError: ``resume`` names no folder, a checkpoint of another architecture, or only unreadable ones.
+        RunFolderError: ``training.output_dir`` is not this run's to write (see :func:`claim_output_dir`).
+        ResumeError: ``resume`` names no folder, another run's checkpoint, one of another architecture or config, or
+            only unreadable ones.
     """
     from accelerate.utils import set_seed
 
@@ -182,7 +247,10 @@ def run_training(run: TrainingRun, resume: str | None, push_to_hub: HubTarget | 
     accelerator = make_accelerator(settings)
     set_seed(settings["seed"])
     main_process = accelerator.is_main_process
-    resume_from = resume_candidates(output_dir, resume)  # a wrong folder must fail before the data are loaded
+    # A foreign folder, another run's checkpoint or a refused override must fail before the data are loaded.
+    claim_output_dir(output_dir, resume, overwrite_run)
+    resume_from = resume_candidates(output_dir, resume)
+    changes = check_resume(resume_from, output_dir, run.config)
 
     training_slices, validation = load_slices(run.config["data"], announce=main_process)
     model = build_training_model(run)
@@ -191,22 +259,20 @@ def run_training(run: TrainingRun, resume: str | None, push_to_hub: HubTarget | 
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     ema = make_ema(accelerator, model, settings["ema_decay"])
 
+    configured_rates = [group["initial_lr"] for group in optimizer.param_groups]
     global_step = load_checkpoint(accelerator, resume_from, main_process)
+    apply_learning_rates(optimizer, scheduler, configured_rates)
+    run_folder = RunFolder.open(output_dir, run.kind, global_step > 0, overwrite_run) if main_process else None
+    if run_folder is not None and global_step > 0:
+        run_folder.note_resume(global_step, changes)
+        for key, (before, now) in changes.items():
+            print(f"{key}: {before!r} in the checkpoint, {now!r} from step {global_step} on")
     log = CsvLog(output_dir / "logs" / "metrics.csv", global_step) if main_process else None
     log_config(accelerator, run)
-    loop = TrainingLoop(run, accelerator, model, optimizer, scheduler, ema, log, validation, global_step)
+    loop = TrainingLoop(run, accelerator, model, optimizer, scheduler, ema, log, validation, global_step, run_folder)
     stop_reason = loop.train(loader, stop_after_steps)
-
-    if stop_reason in ("non-finite loss", "non-finite gradient"):
-        report_non_finite(stop_reason, loop.global_step, loop.terms, output_dir)
-        finish(accelerator)
-        return EXIT_NON_FINITE
-    if stop_reason == "interrupted":
-        if main_process:
-            print(f"Stopped after {loop.steps_this_run} steps at step {loop.global_step}; resume with "
-                  "--resume-from-checkpoint latest")
-        finish(accelerator)
-        return 0
+    if stop_reason is not None:
+        return report_stop(run, accelerator, loop, stop_reason)
 
     accelerator.wait_for_everyone()
     check_replicas_agree(accelerator, model)
@@ -215,11 +281,33 @@ def run_training(run: TrainingRun, resume: str | None, push_to_hub: HubTarget | 
         final_model = accelerator.unwrap_model(model)
         if ema is not None:
             ema.copy_to(final_model.parameters())
-        pipeline_dir = export_pipeline(run, final_model, output_dir, loop.global_step, time.time() - loop.started_at,
+        pipeline_dir = export_pipeline(run, final_model, run_folder, loop.global_step, time.time() - loop.started_at,
                                        log.read(), training_slices)
         print(f"Saved the pipeline to {pipeline_dir}")
         if push_to_hub:
             exit_code = push_pipeline(pipeline_dir, push_to_hub)
+    finish(accelerator)
+    return exit_code
+
+
+def report_stop(run: TrainingRun, accelerator, loop: TrainingLoop, stop_reason: str) -> int:
+    """Say why and where the run stopped before ``training.max_steps`` and how to resume; return the exit code."""
+    output_dir = Path(run.config["training"]["output_dir"])
+    if stop_reason in ("non-finite loss", "non-finite gradient"):
+        report_non_finite(stop_reason, loop.global_step, loop.terms, output_dir)
+        exit_code = EXIT_NON_FINITE
+    elif stop_reason == "signal":
+        if accelerator.is_main_process:
+            print(f"Interrupted by {loop.stop_signal} at step {loop.global_step}: saved {loop.last_checkpoint}; resume "
+                  f"with: {run.command} --config {output_dir / 'config.yaml'} --resume-from-checkpoint latest",
+                  file=sys.stderr)
+        # Another process may have stopped on the main one's signal without receiving one itself.
+        exit_code = 128 + signal.Signals[loop.stop_signal or "SIGINT"].value
+    else:
+        if accelerator.is_main_process:
+            print(f"Stopped after {loop.steps_this_run} steps at step {loop.global_step}; resume with "
+                  "--resume-from-checkpoint latest")
+        exit_code = 0
     finish(accelerator)
     return exit_code
 

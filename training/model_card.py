@@ -4,7 +4,7 @@ results), rendered with the package's template (:mod:`hvae_pipeline.hub.model_ca
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from hvae_pipeline.storage.atomic_write import write_text_atomically
 from hvae_pipeline.hub.model_card import (
@@ -67,7 +67,8 @@ def _objective(model_config: Any, training: dict[str, Any], trained_steps: int,
 
 
 def write_model_card(path: Path, run: Any, steps: int, seconds: float, last_metrics: dict[str, Any],
-                     flow: dict[str, float] | None = None, evaluation: Evaluation | None = None) -> None:
+                     flow: dict[str, float] | None = None, evaluation: Evaluation | None = None,
+                     resumes: Sequence[dict[str, Any]] = ()) -> None:
     """Render the card of a finished run to ``path`` (``README.md`` of the exported pipeline).
 
     Args:
@@ -79,6 +80,8 @@ def write_model_card(path: Path, run: Any, steps: int, seconds: float, last_metr
         evaluation: Held-out results measured after training (e.g. from
             :func:`~hvae_pipeline.hub.model_card.likelihood_evaluation`): a "Held-out evaluation" section and the card's
             ``model-index``.
+        resumes: The run record's resumes (``{"step": ..., "changed": {"section.key": [before, now]}}``): the
+            overrides that applied from a resumed step on are listed beside the values of the last stretch.
     """
     training = run.config["training"]
     data = training_data(run.config["data"])
@@ -104,6 +107,8 @@ def write_model_card(path: Path, run: Any, steps: int, seconds: float, last_metr
             ("EMA decay", training["ema_decay"]),
             ("mixed precision", training["mixed_precision"]),
             ("seed", training["seed"]),
+            *[(f"changed at step {resume['step']} (resume)", f"{key} {before!r} -> {now!r}")
+              for resume in resumes for key, (before, now) in resume["changed"].items()],
         ],
         metric_rows=[(k, f"{float(v):.2f}") for k, v in last_metrics.items() if k not in ("step", "lr") and v != ""],
     )

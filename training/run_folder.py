@@ -1,13 +1,27 @@
-"""A training run's folder: its checkpoints (written under a temporary name, then renamed; rotated) and resuming
-from them."""
+"""A training run's checkpoints: written under a temporary name then renamed, rotated within the run's own, and
+resumed from only when they belong to the run (its id and config, see :mod:`hvae_pipeline.training.run_record`)."""
 
 from __future__ import annotations
 
-import os
+import json
 import shutil
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
+
+from hvae_pipeline.storage.atomic_write import json_ready
+from hvae_pipeline.training.run_record import CHECKPOINT_RECORD_NAME, RECORD_NAME, RunFolder, read_json, write_json
+
+# Overrides that may differ from a resumed checkpoint's config. The learning rates and max_steps apply from the resumed
+# step on; the others change where and how often the run writes, its speed or memory, or only the export and the card,
+# never the arithmetic of the steps. Any other difference is refused: the run would not be the run its config says.
+APPLIED_ON_RESUME = ("training.learning_rate", "training.flow_learning_rate", "training.discriminator_learning_rate",
+                     "training.max_steps")
+FREE_ON_RESUME = ("training.output_dir", "training.num_threads", "training.dataloader_workers", "training.log_steps",
+                  "training.sample_steps", "training.checkpointing_steps", "training.checkpoints_total_limit",
+                  "training.report_to", "training.gradient_checkpointing", "training.flow_checkpoint_chunk_size",
+                  "training.fit_latent_prior", "training.latent_prior_source", "data.num_proc", "data.description",
+                  "data.licence")
 
 
 def checkpoint_step(path: Path) -> int:
@@ -49,6 +63,67 @@ def resume_candidates(output_dir: Path, resume: str | None) -> list[Path]:
     return [path]
 
 
+def flat_settings(config: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """``{"section.key": value}`` for every key of ``config``, values as JSON gives them back (tuples as lists)."""
+    return {f"{section}.{key}": value for section, values in read_back(config).items() for key, value in values.items()}
+
+
+def read_back(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` as a checkpoint's record stores it (JSON: tuples become lists, NaN becomes null)."""
+    return json.loads(json.dumps(json_ready(config)))
+
+
+def check_resume(candidates: Sequence[Path], output_dir: Path, config: dict[str, dict[str, Any]]) -> dict[str, tuple]:
+    """Refuse a checkpoint that is not the run's own or whose config differs from ``config`` in what it may not;
+    return the overrides that apply from the resumed step on, ``{"section.key": (checkpoint's, now)}``.
+
+    Args:
+        candidates: from :func:`resume_candidates`.
+        output_dir: ``training.output_dir``.
+        config: the resolved config of this invocation.
+
+    Raises:
+        ResumeError: the checkpoint belongs to another run, its config differs in a key that cannot change on resume,
+            or its step is past ``training.max_steps``.
+    """
+    folder_record = read_json(output_dir / RECORD_NAME)
+    changes: dict[str, tuple] = {}
+    for path in candidates:
+        identity = read_json(path / CHECKPOINT_RECORD_NAME)
+        if identity is None:  # written before run records: only the folder's own checkpoints are known to be its
+            if path.resolve().parent.parent != output_dir.resolve():
+                raise ResumeError(f"--resume-from-checkpoint {path}: not a checkpoint of training.output_dir="
+                                  f"{output_dir}; resume in its own folder (training.output_dir="
+                                  f"{path.resolve().parent.parent}), or start a new run from its exported weights "
+                                  "with training.init_from=<that folder>/pipeline")
+            continue
+        if folder_record is None or identity["run_id"] != folder_record["run_id"]:
+            raise ResumeError(f"--resume-from-checkpoint {path}: a checkpoint of another run (run id "
+                              f"{identity['run_id'][:8]}, not training.output_dir={output_dir}'s); resume it in its own "
+                              f"folder (training.output_dir={path.resolve().parent.parent}), or, to start this run "
+                              "from its weights, use training.init_from=<that folder>/pipeline instead")
+        changes.update(config_changes(path, identity, config))
+    return changes
+
+
+def config_changes(path: Path, identity: dict[str, Any], config: dict[str, dict[str, Any]]) -> dict[str, tuple]:
+    """The keys of ``config`` that differ from the checkpoint ``path``'s and apply on resume (see
+    :func:`check_resume`, which documents the errors)."""
+    before, now = flat_settings(identity["config"]), flat_settings(config)
+    differing = {key: (before[key], now[key]) for key in before.keys() & now.keys() if before[key] != now[key]}
+    refused = sorted(key for key in differing if key not in APPLIED_ON_RESUME + FREE_ON_RESUME)
+    if refused:
+        key = refused[0]
+        raise ResumeError(f"--resume-from-checkpoint {path}: {', '.join(refused)} differ from the run's config "
+                          f"({key}: {differing[key][0]!r} in the checkpoint, {differing[key][1]!r} now); on resume "
+                          f"only {', '.join(APPLIED_ON_RESUME)} apply (and bookkeeping keys); drop the override or "
+                          "start a new run (training.init_from=<run>/pipeline starts from its weights)")
+    if identity["step"] > config["training"]["max_steps"]:
+        raise ResumeError(f"--resume-from-checkpoint {path}: the checkpoint is at step {identity['step']}, past "
+                          f"training.max_steps={config['training']['max_steps']}; raise training.max_steps to train on")
+    return {key: pair for key, pair in differing.items() if key in APPLIED_ON_RESUME}
+
+
 def load_checkpoint(accelerator, candidates: Sequence[Path], announce: bool) -> int:
     """Restore the complete training state from the first readable checkpoint of ``candidates``; return its step
     (0 when there is none).
@@ -86,20 +161,33 @@ def load_checkpoint(accelerator, candidates: Sequence[Path], announce: bool) -> 
     return 0
 
 
-def save_checkpoint(accelerator, output_dir: Path, step: int, total_limit: int | None) -> None:
-    """``accelerator.save_state`` into ``checkpoint-<step>``, written under a temporary name then renamed."""
-    final = output_dir / "checkpoints" / f"checkpoint-{step}"
+def save_checkpoint(accelerator, run_folder: RunFolder | None, step: int, total_limit: int | None,
+                    config: dict[str, dict[str, Any]]) -> Path:
+    """``accelerator.save_state`` into ``checkpoint-<step>`` (with the run's id, the step and ``config`` in
+    ``hvae-run.json``), written under a temporary name then renamed; beyond ``total_limit`` checkpoints, the run's
+    oldest are removed (never one another run wrote). Returns the checkpoint's folder.
+
+    Args:
+        accelerator: the prepared ``Accelerator``.
+        run_folder: the run's folder on the main process, ``None`` on the others.
+        step: the optimiser step reached.
+        total_limit: ``training.checkpoints_total_limit`` (``None``: keep all).
+        config: the run's resolved config.
+    """
+    output_dir = Path(config["training"]["output_dir"])
+    relative = f"checkpoints/checkpoint-{step}"
     staging = output_dir / "checkpoints" / f".checkpoint-{step}.partial"
-    if accelerator.is_main_process:
+    if run_folder is not None:
         shutil.rmtree(staging, ignore_errors=True)
         staging.parent.mkdir(parents=True, exist_ok=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(staging))
     accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(staging, final)
-        if total_limit:
-            for old in list_checkpoints(output_dir)[:-total_limit]:
-                shutil.rmtree(old)
+    if run_folder is not None:
+        write_json(staging / CHECKPOINT_RECORD_NAME, {"run_id": run_folder.run_id, "step": step, "config": config})
+        run_folder.install(staging, relative)
+        owned = [path for path in list_checkpoints(output_dir) if run_folder.owns(f"checkpoints/{path.name}")]
+        for old in owned[:-total_limit] if total_limit else []:
+            run_folder.remove(f"checkpoints/{old.name}")
     accelerator.wait_for_everyone()
+    return output_dir / relative

@@ -22,6 +22,7 @@ class LSGANRun(TrainingRun):
     """Simultaneous least-squares updates of generator and discriminator with one optimiser."""
 
     kind = "lsgan"
+    command = "hvae-train-lsgan"
     unused_training_keys = ("vae_warmup_steps", "flow_checkpoint_chunk_size", "fit_latent_prior", "flow_learning_rate",
                             "trainable_parameters", "latent_prior_source")
 

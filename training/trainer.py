@@ -15,6 +15,7 @@ class TrainingRun(ABC):
     """What differs between trainers: the model, its loss terms, and its sampling pipeline."""
 
     kind = "generator"
+    command = "hvae-train"  # the console command that runs this trainer (named in the resume hint)
     # Keys of the shared `training` section that this trainer does not use: a non-default value is an error.
     unused_training_keys: tuple[str, ...] = ()
 
@@ -24,6 +25,10 @@ class TrainingRun(ABC):
                 raise ConfigError(f"training.{key}={config['training'][key]!r} does not apply to the {self.kind} "
                                   "trainer: remove it")
         self.config = config
+
+    def config_warnings(self) -> list[str]:
+        """One-line warnings about a config that runs but likely not as meant (printed before the data load)."""
+        return []
 
     def model_arguments(self) -> dict[str, Any]:
         """The config's model arguments, with the slice size, channel count and mask classes taken from the data."""

@@ -106,6 +106,8 @@ def upload_pipeline_folder(folder: str | Path, target: HubTarget, token: str | b
     for required in ("model_index.json", CARD_FILE):
         if not (folder / required).is_file():
             raise ValueError(f"{folder} is not a saved pipeline with a model card: it has no {required}")
+    if constants.HF_HUB_OFFLINE:  # said before any attempt: huggingface_hub would still try the network to upload
+        raise push_failure(OfflineModeIsEnabled("HF_HUB_OFFLINE=1"), target, retry_hint)
     api = HfApi(token=token)
     try:
         api.create_repo(target.repo_id, private=target.private, exist_ok=True)

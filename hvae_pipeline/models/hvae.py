@@ -31,7 +31,7 @@ from .hamiltonian import (
     standard_normal_log_density,
 )
 from .likelihoods import bernoulli_log_likelihood, categorical_log_likelihood, gaussian_log_likelihood
-from .inputs import pair_to_channels
+from .inputs import NETWORK_CONFIG_KINDS, ConfigFileChecked, check_config_types, check_count, pair_to_channels
 from .blocks import Decoder, Encoder
 
 IMAGE_LIKELIHOODS = ("bernoulli", "gaussian")
@@ -111,7 +111,7 @@ def split_decoder_logits(logits: torch.Tensor, image_channels: int) -> HVAEDecod
 
 
 
-class HVAEModel(ModelMixin, ConfigMixin):
+class HVAEModel(ConfigFileChecked, ModelMixin, ConfigMixin):
     r"""Hamiltonian VAE over (image, tumour mask) pairs.
 
     Args:
@@ -167,6 +167,7 @@ class HVAEModel(ModelMixin, ConfigMixin):
         norm_num_groups: int = 8,
         flow_gradient: str = "exact",
     ) -> None:
+        check_config_types(locals(), CONFIG_KINDS)  # before any arithmetic: a saved "32" or 2.5 fails by its name
         super().__init__()
         # Set, with `_gradient_checkpointing_func`, by diffusers' `enable_gradient_checkpointing()`: switches the
         # checkpointing of the flow's evaluations (the encoder and decoder carry their own switch).
@@ -409,8 +410,8 @@ class HVAEModel(ModelMixin, ConfigMixin):
             n_leapfrog: Override the number of leapfrog steps for this call; ``0`` gives the plain VAE bound whatever
                 ``beta_zero`` (used for cheap VAE warm starts of an HVAE).
         """
-        if n_leapfrog is not None and n_leapfrog < 0:
-            raise ValueError(f"`n_leapfrog` must be >= 0, got {n_leapfrog}")
+        if n_leapfrog is not None:
+            check_count(n_leapfrog, "n_leapfrog", low=0)
         inputs, class_ids = self._encoder_inputs(images, masks)
         images = inputs[:, : self.config.image_channels]
         posterior = self._posterior(inputs)
@@ -476,8 +477,7 @@ class HVAEModel(ModelMixin, ConfigMixin):
         Returns:
             ``(B,)`` tensor of log-likelihood estimates.
         """
-        if n_samples < 1:
-            raise ValueError(f"`n_samples` must be >= 1, got {n_samples}")
+        check_count(n_samples, "n_samples")
         inputs, class_ids = self._encoder_inputs(images, masks)
         images = inputs[:, : self.config.image_channels]
         posterior = self._posterior(inputs)
@@ -492,6 +492,13 @@ class HVAEModel(ModelMixin, ConfigMixin):
             )
         stacked = torch.stack(log_weights)  # (n_samples, B)
         return torch.logsumexp(stacked, dim=0) - torch.log(torch.tensor(float(n_samples), dtype=stacked.dtype))
+
+
+# The kind of each constructor argument (see hvae_pipeline.models.inputs.CONFIG_KINDS); strings are checked by value.
+CONFIG_KINDS = {
+    **NETWORK_CONFIG_KINDS, "n_leapfrog": "count or zero", "step_size": "number", "learn_step_size": "flag",
+    "beta_zero": "number", "learn_beta_zero": "flag", "max_step_size": "number",
+}
 
 
 def _logit(probability: float) -> float:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+import math
+import os
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -94,3 +96,79 @@ def pair_to_channels(
     else:
         mask_planes = torch.nn.functional.one_hot(class_ids, mask_channels).permute(0, 3, 1, 2)
     return torch.cat([images, mask_planes.to(images.dtype)], dim=1), class_ids
+
+
+class ConfigValueError(ValueError):
+    """A model constructor argument (a saved ``config.json`` entry) of the wrong type or range.
+
+    Attributes:
+        key: the argument's name; value: the value given; expected: the accepted values in words.
+    """
+
+    def __init__(self, key: str, value: Any, expected: str, source: str | None = None) -> None:
+        where = f"{source}: " if source else ""
+        super().__init__(f"{where}`{key}`={value!r}: expected {expected}")
+        self.key, self.value, self.expected = key, value, expected
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # True is an int to Python, not a count
+
+
+def _is_number(value: Any) -> bool:
+    return (_is_integer(value) or isinstance(value, float)) and math.isfinite(value)
+
+
+# What each kind of constructor argument accepts: (test, the accepted values in words).
+CONFIG_KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "count": (lambda v: _is_integer(v) and v >= 1, "an integer >= 1"),
+    "count or zero": (lambda v: _is_integer(v) and v >= 0, "an integer >= 0"),
+    "number": (_is_number, "a finite number"),
+    "number >= 0": (lambda v: _is_number(v) and v >= 0, "a finite number >= 0"),
+    "flag": (lambda v: isinstance(v, bool), "true or false"),
+    "counts": (lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(_is_integer(x) and x >= 1 for x in v),
+               "a non-empty list of integers >= 1"),
+    "flags": (lambda v: isinstance(v, (list, tuple)) and all(isinstance(x, bool) for x in v),
+              "a list of true/false"),
+}
+
+
+# The constructor arguments the HVAE and the LSGAN share (their U-Net-style networks), by kind.
+NETWORK_CONFIG_KINDS = {
+    "image_channels": "count", "mask_channels": "count", "sample_size": "count", "block_out_channels": "counts",
+    "layers_per_block": "count", "attention_levels": "flags", "latent_channels": "count",
+    "num_attention_heads": "count", "attention_head_dim": "count", "norm_num_groups": "count",
+}
+
+
+def check_config_types(values: dict[str, Any], kinds: dict[str, str]) -> None:
+    """Raise :class:`ConfigValueError` for the first of ``values`` that is not of its kind.
+
+    Args:
+        values: constructor arguments by name.
+        kinds: the kind of each checked argument, a key of :data:`CONFIG_KINDS` (``"count"``, ``"number"``...).
+    """
+    for key, kind in kinds.items():
+        accepts, expected = CONFIG_KINDS[kind]
+        if not accepts(values[key]):
+            raise ConfigValueError(key, values[key], expected)
+
+
+def check_count(value: Any, name: str, low: int = 1) -> None:
+    """Raise ``ValueError`` naming the argument ``name`` unless ``value`` is an integer >= ``low`` (``1.5`` steps or
+    samples do not exist; ``range`` and the flow would otherwise fail far from the call, or give NaN)."""
+    if not _is_integer(value) or value < low:
+        raise ValueError(f"`{name}` must be an integer >= {low}, got {value!r}")
+
+
+class ConfigFileChecked:
+    """Mixin of the models: ``from_pretrained`` of a folder whose ``config.json`` holds a bad value fails with one
+    :class:`ConfigValueError` naming the key and the file (the constructor's checks find it)."""
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except ConfigValueError as error:
+            source = os.path.join(str(pretrained_model_name_or_path), kwargs.get("subfolder") or "", "config.json")
+            raise ConfigValueError(error.key, error.value, error.expected, source) from None

@@ -24,7 +24,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from torch.func import functional_call
 from torch.nn.utils.parametrizations import spectral_norm
 
-from .inputs import pair_to_channels
+from .inputs import NETWORK_CONFIG_KINDS, ConfigFileChecked, check_config_types, pair_to_channels
 from .blocks import Decoder
 from .hvae import HVAEDecoderOutput, split_decoder_logits
 
@@ -77,7 +77,11 @@ class Discriminator(nn.Module):
         return self.layers(pairs)[:, 0]
 
 
-class LSGANModel(ModelMixin, ConfigMixin):
+# The kind of each constructor argument (see hvae_pipeline.models.inputs.CONFIG_KINDS).
+CONFIG_KINDS = {**NETWORK_CONFIG_KINDS, "discriminator_channels": "counts", "discriminator_noise_std": "number >= 0"}
+
+
+class LSGANModel(ConfigFileChecked, ModelMixin, ConfigMixin):
     r"""Least-squares GAN over (image, mask) pairs.
 
     Args:
@@ -115,9 +119,8 @@ class LSGANModel(ModelMixin, ConfigMixin):
         discriminator_channels: Sequence[int] = (32, 64, 128, 128),
         discriminator_noise_std: float = 0.1,
     ) -> None:
+        check_config_types(locals(), CONFIG_KINDS)  # before any arithmetic: a saved "32" or 2.5 fails by its name
         super().__init__()
-        if discriminator_noise_std < 0:
-            raise ValueError(f"`discriminator_noise_std` must be >= 0, got {discriminator_noise_std}")
         if len(attention_levels) != len(block_out_channels):
             raise ValueError("`attention_levels` must have one entry per level of `block_out_channels`")
         if sample_size % 2 ** (len(block_out_channels) - 1) != 0:

@@ -6,6 +6,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
+# A seconds-long training run: 16 x 16 phantoms, 48 slices, batches of 8, one log row per step, no sample grids.
+TINY_TRAINING = ["--config", "phantom-tiny", "model.sample_size=16", "data.size=16", "data.num_phantom_slices=48",
+                 "training.batch_size=8", "training.log_steps=1", "training.sample_steps=1000",
+                 "training.num_threads=1"]
+
 
 def run_cli(main: Callable[[Sequence[str]], int], argv: Sequence[str], capsys) -> tuple[int, str]:
     """Run a CLI ``main`` (argparse errors exit with ``SystemExit``); return its exit code and its stderr."""
@@ -14,6 +19,11 @@ def run_cli(main: Callable[[Sequence[str]], int], argv: Sequence[str], capsys) -
     except SystemExit as exited:
         code = exited.code
     return code, capsys.readouterr().err
+
+
+def file_contents(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (relative path: bytes): equal before and after means byte-identical."""
+    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
 
 
 def hidden_entries(folder: Path) -> list[str]:

@@ -8,14 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from reliability_helpers import TINY_TRAINING as TINY
 from reliability_helpers import run_cli, untouched
 from safetensors.torch import load_file
 
 from hvae_pipeline.training import train_hvae
 from hvae_pipeline.training.config import DEFAULTS, TRAINING_RULES
-
-TINY = ["--config", "phantom-tiny", "model.sample_size=16", "data.size=16", "data.num_phantom_slices=48",
-        "training.batch_size=8", "training.log_steps=1", "training.sample_steps=1000", "training.num_threads=1"]
 
 
 @pytest.mark.parametrize("override, message", [
@@ -113,7 +111,7 @@ def test_checkpoint_of_another_architecture_is_one_line_with_exit_code_2(straigh
         code, err = run_cli(train_cli, [run, "model.block_out_channels=[8, 8]", "--resume-from-checkpoint", "latest"],
                             capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1
-    assert "checkpoint-7 holds a model of another architecture than the config (size mismatch for" in err
+    assert "checkpoint-7: model.block_out_channels differ from the run's config" in err
 
 
 def test_missing_resume_folder_is_refused_before_loading_data(tmp_path, capsys):

@@ -30,6 +30,7 @@ from hvae_pipeline.training.components import (
     make_loader,
     make_optimiser,
 )
+from hvae_pipeline.training.objectives import DiscriminativeObjective, make_objective
 from hvae_pipeline.training.publish import export_pipeline, push_pipeline
 from hvae_pipeline.training.run_folder import (
     check_resume,
@@ -61,11 +62,13 @@ class TrainingLoop:
         started_at: when this invocation's steps started (``time.time()``).
         stop_signal: the name of the stop signal received (``"SIGINT"``, ``"SIGTERM"``), ``None`` before one.
         last_checkpoint: the checkpoint folder this invocation wrote last, ``None`` before one.
+        objective: the ``objectives.*`` terms added to the trainer's loss (training/objectives.py), ``None`` if off.
     """
 
     def __init__(self, run: TrainingRun, accelerator, model, optimizer, scheduler, ema, log: CsvLog | None,
                  validation: tuple[torch.Tensor, torch.Tensor] | None, global_step: int,
-                 run_folder: RunFolder | None) -> None:
+                 run_folder: RunFolder | None, objective: DiscriminativeObjective | None = None) -> None:
+        self.objective = objective
         self.run, self.settings = run, run.config["training"]
         self.accelerator, self.model, self.optimizer, self.scheduler, self.ema = accelerator, model, optimizer, scheduler, ema
         self.log, self.validation = log, validation
@@ -159,6 +162,8 @@ class TrainingLoop:
             generator = step_generator(settings["seed"], self.micro_batch, accelerator.process_index)
             self.micro_batch += 1
             self.terms = self.run.loss_terms(self.model, images, masks, generator, self.global_step)
+            if self.objective is not None:
+                self.terms = self.objective.add_terms(self.terms, images, masks, self.global_step)
             finite = accelerator.gather(torch.isfinite(self.terms["loss"].detach()).float().reshape(1)).min().item()
             if finite < 1:
                 return "non-finite loss"
@@ -258,6 +263,7 @@ def run_training(run: TrainingRun, resume: str | None, push_to_hub: HubTarget | 
     loader = make_loader(*training_slices, settings, accelerator.num_processes)
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     ema = make_ema(accelerator, model, settings["ema_decay"])
+    objective = make_objective(run, accelerator, model)  # its discriminator prepared before the resume restores it
 
     configured_rates = [group["initial_lr"] for group in optimizer.param_groups]
     global_step = load_checkpoint(accelerator, resume_from, main_process)
@@ -269,7 +275,8 @@ def run_training(run: TrainingRun, resume: str | None, push_to_hub: HubTarget | 
             print(f"{key}: {before!r} in the checkpoint, {now!r} from step {global_step} on")
     log = CsvLog(output_dir / "logs" / "metrics.csv", global_step) if main_process else None
     log_config(accelerator, run)
-    loop = TrainingLoop(run, accelerator, model, optimizer, scheduler, ema, log, validation, global_step, run_folder)
+    loop = TrainingLoop(run, accelerator, model, optimizer, scheduler, ema, log, validation, global_step, run_folder,
+                        objective)
     stop_reason = loop.train(loader, stop_after_steps)
     if stop_reason is not None:
         return report_stop(run, accelerator, loop, stop_reason)

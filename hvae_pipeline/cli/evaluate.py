@@ -40,7 +40,7 @@ import argparse
 import math
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 from ..evaluation.classic_augmentation import AUGMENTATIONS
 from ..evaluation.scarcity import GENERATOR_KINDS
@@ -111,8 +111,14 @@ def _add_common_arguments(parser: argparse.ArgumentParser, generators: bool = Tr
                           help="device that decodes the samples, e.g. cuda (cpu); GPU-drawn pairs are cached apart")
 
 
-def _add_unet_arguments(group: argparse._ActionsContainer) -> None:
-    """The U-Net protocol and its single settings (augmentation and scarcity)."""
+def _add_unet_arguments(group: argparse._ActionsContainer, augment: bool = True) -> None:
+    """The U-Net protocol and its single settings; ``augment``: with ``--augment`` (the scarcity study sets it per
+    arm)."""
+    if augment:
+        group.add_argument("--augment", choices=AUGMENTATIONS, default="none",
+                           help="classic: random flips, rotation, scaling, elastic deformation, gamma and intensity "
+                                "scale/shift of every training batch, image and mask jointly, real and synthetic "
+                                "slices alike (seeded by the run seed); none (default)")
     group.add_argument("--protocol", choices=UNET_PROTOCOLS, default="converged",
                       help="U-Net recipe: converged (default: 1x1 output head, Dice + BCE, Adam 1e-3, the same "
                            "number of updates for every run) or paper (Dice, RMSprop 1e-4, 40 epochs); the options "
@@ -157,10 +163,6 @@ def build_parser() -> argparse.ArgumentParser:
                            "synthetic pairs, for these N (separates what pairs add from the longer training; runs "
                            "with N = 0 in --counts)")
     _add_unet_arguments(grid)
-    grid.add_argument("--augment", choices=AUGMENTATIONS, default="none",
-                      help="classic: random flips, rotation, scaling, elastic deformation, gamma and intensity "
-                           "scale/shift of every training batch, image and mask jointly, real and synthetic slices "
-                           "alike (seeded by the run seed); none (default)")
 
     scarcity = commands.add_parser(
         "scarcity", help="DSC vs number K of real patients: classic augmentation and generators trained on K",
@@ -188,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--generator-override", action="append", default=[], metavar="SECTION.KEY=VALUE",
                        help="trainer override added to every stage of every generator, e.g. model.block_out_channels="
                             "[8,16] (part of the generators' identity); repeatable")
-    _add_unet_arguments(study)
+    _add_unet_arguments(study, augment=False)
 
     quality = commands.add_parser(
         "image-quality", help="PSNR/SSIM/FID/MS-SSIM/tumour-area JSD per generator",
@@ -266,12 +268,12 @@ def _seeds(args: argparse.Namespace) -> tuple[int, ...]:
     return seeds
 
 
-def _unet_settings(args: argparse.Namespace, **overrides: Any) -> UNetSettings:
+def _unet_settings(args: argparse.Namespace) -> UNetSettings:
     """The U-Net settings of ``--protocol`` with the single settings given on the command line."""
     return UNetSettings.for_protocol(
         args.protocol, channels=tuple(args.unet_channels) if args.unet_channels else None,
         num_res_units=args.unet_res_units, epochs=args.epochs, batch_size=args.batch_size,
-        learning_rate=args.learning_rate, updates=args.updates, **overrides)
+        learning_rate=args.learning_rate, updates=args.updates, augment=getattr(args, "augment", None))
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -329,7 +331,7 @@ def _run(args: argparse.Namespace) -> int:
         print((args.out / "scarcity.md").read_text())
     elif args.command == "augmentation":
         grid = AugmentationGrid(tuple(generators), tuple(args.counts), _seeds(args), tuple(args.equal_update_control))
-        unet = _unet_settings(args, augment=args.augment)
+        unet = _unet_settings(args)
         real = load_real_split(spec)
         print(f"Real data: {real.description}")
         outcome = run_augmentation(real, spec, grid, args.out, unet, sampling, progress, args.device,

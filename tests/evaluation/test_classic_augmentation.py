@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import torch
+import json
+
 import pytest
+import torch
 
 from hvae_pipeline.evaluation.classic_augmentation import ClassicAugmentation
 from hvae_pipeline.evaluation.segmentation import UNetSettings
@@ -68,3 +70,25 @@ def test_augment_enters_the_unet_settings_only_when_used():
     assert "classic augmentation" in UNetSettings(augment="classic").describe()
     with pytest.raises(ValueError, match="augmentation 'elastic'"):
         UNetSettings(augment="elastic")
+
+
+def test_augmentation_command_records_classic_runs_apart_from_plain_ones(tmp_path, capsys):
+    pytest.importorskip("monai", reason="the downstream U-Net needs the eval extra (MONAI)")
+    from evaluation_helpers import PHANTOM_DATA, QUIET, TINY_UNET
+
+    from hvae_pipeline.cli.evaluate import main
+
+    def augmentation(*extra: str) -> int:
+        return main(["augmentation", "--out", str(tmp_path / "out"), "--counts", "0", "--num-seeds", "1",
+                     *PHANTOM_DATA, *TINY_UNET, *QUIET, *extra])
+
+    assert augmentation() == 0
+    record = json.loads((tmp_path / "out" / "runs" / "augmentation__real-only__n0__seed0.json").read_text())
+    assert "augment" not in record["settings"]["unet"]  # the identity of records made before the option existed
+    assert augmentation("--augment", "classic") == 2
+    assert "other settings" in capsys.readouterr().err
+    assert main(["augmentation", "--out", str(tmp_path / "classic"), "--counts", "0", "--num-seeds", "1",
+                 "--augment", "classic", *PHANTOM_DATA, *TINY_UNET, *QUIET]) == 0
+    record = json.loads((tmp_path / "classic" / "runs" / "augmentation__real-only__n0__seed0.json").read_text())
+    assert record["settings"]["unet"]["augment"] == "classic"
+    assert "classic augmentation" in (tmp_path / "classic" / "augmentation.md").read_text()

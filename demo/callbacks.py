@@ -68,12 +68,14 @@ def finite_number(value: object, name: str) -> float:
 
 
 def whole_number(value: float | int | None, name: str, low: int, high: int) -> int:
-    """Return ``value`` as an ``int`` in ``[low, high]`` (widgets send floats such as ``8.0``), or refuse it."""
-    if finite_number(value, name) != int(float(value)):
+    """Return ``value`` as an ``int`` in ``[low, high]`` (widgets send floats such as ``8.0``, API callers text such as
+    ``"8.0"``), or refuse it."""
+    number = finite_number(value, name)
+    if number != int(number):
         raise DemoInputError(f"{name} must be a whole number, got {value!r}.")
-    if not low <= int(value) <= high:
-        raise DemoInputError(f"{name} must be between {low} and {high}, got {int(value)}.")
-    return int(value)
+    if not low <= int(number) <= high:
+        raise DemoInputError(f"{name} must be between {low} and {high}, got {int(number)}.")
+    return int(number)
 
 
 def _check_temperature(temperature: float, smallest: float = 0.0) -> None:
@@ -144,7 +146,7 @@ def generate_samples(
         ) from error
     settings = {"temperature": float(temperature), "mask_threshold": float(mask_threshold),
                 "min_tumour_area": min_tumour_area}
-    return SampleSet(output.images, output.masks, output.tumour_areas, int(seed), settings)
+    return SampleSet(output.images, output.masks, output.tumour_areas, whole_number(seed, "Seed", 0, MAX_SEED), settings)
 
 
 def pair_items(image: np.ndarray, mask: np.ndarray, title: str) -> GalleryItems:
@@ -207,7 +209,8 @@ def interpolate_seeds(
     latents = pipeline.latents_from_noise(noise, float(temperature))
     images, masks = pipeline.decode_latents(latents, float(mask_threshold))
     images_np, masks_np = images.permute(0, 2, 3, 1).cpu().numpy(), masks.cpu().numpy()
-    titles = {0: f"seed {int(seed_a)}", num_frames - 1: f"seed {int(seed_b)}"}
+    titles = {0: f"seed {whole_number(seed_a, 'Seed', 0, MAX_SEED)}",
+              num_frames - 1: f"seed {whole_number(seed_b, 'Seed', 0, MAX_SEED)}"}
     return [
         item
         for index, (fraction, image, mask) in enumerate(zip(fractions, images_np, masks_np))

@@ -170,7 +170,8 @@ def prepare_slice(path: str | Path, slice_index: int, image_channels: int, sampl
         sample_size: Height and width the model expects.
 
     Raises:
-        DemoInputError: Unsupported or unreadable file, wrong channel count, slice index or size out of range.
+        DemoInputError: Unsupported or unreadable file, wrong channel count, slice index or size out of range, or a
+            blank (constant) slice.
     """
     name = Path(path).name
     wanted = "a greyscale (1-channel) slice" if image_channels == 1 else f"{image_channels} channels (modalities)"
@@ -181,6 +182,8 @@ def prepare_slice(path: str | Path, slice_index: int, image_channels: int, sampl
     if not np.isfinite(planes).all():
         raise DemoInputError(f"{name} contains NaN or infinite values.")
     low, high = float(planes.min()), float(planes.max())
+    if low == high:  # min-max normalisation would map it to an all-zero slice: nothing of the upload would remain
+        raise DemoInputError(f"{name} is blank: every pixel is {low:g}. Upload a slice with an image in it.")
     if height != width:
         notes.append(f"The {height}x{width} slice was centred on a square, padded with its minimum value.")
     resized = [

@@ -77,7 +77,7 @@ def test_nifti_format(saved_pipeline, tmp_path):
     assert mask.shape == (16, 16, 1) and int(rows[0]["tumour_area"]) == int((mask > 0).sum())
     png = tmp_path / "png"
     assert generate(saved_pipeline, png, "--num-samples", "2", *RAW) == 0
-    image = nib.load(nifti / rows[1]["image"]).get_fdata(dtype=np.float32)[:, :, 0, 0].T  # (x, y) -> rows, columns
+    image = nib.load(nifti / rows[1]["image"]).get_fdata(dtype=np.float32)[:, :, 0].T  # (x, y) -> rows, columns
     np.testing.assert_array_equal(np.round(image * 255), np.array(PIL.Image.open(png / "images/sample_00001.png")))
 
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from ..data.cards import DATA_SOURCES
+from ..data.labels import BRATS_CONVENTIONS
 from .version import add_version_option
 
 if TYPE_CHECKING:
@@ -43,7 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     prepare.add_argument("--parquet", action="store_true", help="also write slices.parquet")
     prepare.add_argument("--modalities", nargs="+", help="brats: flair t1 t1ce t2 (default flair); hecktor: pt ct (default pt)")
     prepare.add_argument("--label", help="target (brats default whole_tumor, hecktor default gtvp)")
-    prepare.add_argument("--label-convention", default="auto", help="brats label convention (default auto)")
+    prepare.add_argument("--label-convention", default="auto", choices=("auto", *sorted(BRATS_CONVENTIONS)),
+                         help="brats label convention (default auto: read from the layout)")
     prepare.add_argument("--image-glob", help="brats/pairs: image pattern with {case} (pairs: required)")
     prepare.add_argument("--label-glob", help="brats: label pattern with {case}")
     prepare.add_argument("--mask-glob", help="pairs: mask pattern with the image pattern's fields (required)")
@@ -167,6 +169,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = _parser()
     args = parser.parse_args(argv)
+    repeated = sorted(patient for patient, count in Counter(args.patients or ()).items() if count > 1)
+    if repeated:  # each slice would be written once per mention
+        parser.error(f"--patients: {', '.join(repeated)} given more than once; list each patient once")
     if args.cache_dir is not None and args.cache_dir.exists() and not args.cache_dir.is_dir():
         # Found only when the prepared slices are stored, after the whole preparation.
         parser.error(f"--cache-dir {args.cache_dir}: exists and is not a folder; pass a folder or leave it out")

@@ -33,16 +33,19 @@ class PairCase:
 
 
 def read_picture(path: Path) -> np.ndarray:
-    """Read a 2D picture as a float32 (H, W, C) array; :class:`DataFormatError` names unreadable files."""
+    """Read a 2D picture as a float32 (H, W, C) array without its alpha (transparency) channel, which is no channel of
+    the scan; :class:`DataFormatError` names unreadable files."""
     try:
         with Image.open(path) as picture:
-            array = np.asarray(picture)
+            bands, array = picture.getbands(), np.asarray(picture)
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise DataFormatError(f"{path}: not a readable 2D image ({type(exc).__name__}: {exc})") from exc
     if array.ndim == 2:
         array = array[:, :, None]
     if array.ndim != 3:
         raise DataFormatError(f"{path}: expected a 2D picture (H, W) or (H, W, C), got shape {array.shape}")
+    if "A" in bands and len(bands) == array.shape[2]:
+        array = array[:, :, [index for index, band in enumerate(bands) if band != "A"]]
     return array.astype(np.float32)
 
 

@@ -5,7 +5,8 @@ pixels of ``HVAEPipeline(..., output_type="pil")``. Layouts (``NNNNN`` numbers t
 
 - Folder (``hvae-generate``, :func:`export_samples`): ``images/sample_NNNNN.png`` (8-bit grey or RGB; ``.npy`` floats
   for images of more than 3 channels) with ``masks/sample_NNNNN.png`` (class ids, 0/1 for binary masks); or both as
-  ``.nii.gz`` (``"nifti"``: x, y, one slice, modality); or ``dataset/`` (``"dataset"``: ``save_to_disk`` with a
+  ``.nii.gz`` (``"nifti"``: x, y, one slice, and a 4th axis of modalities only for images of several channels: a
+  one-channel image has the mask's shape); or ``dataset/`` (``"dataset"``: ``save_to_disk`` with a
   ``preview`` image column and the dataset card ``dataset/README.md``). Then ``manifest.csv`` and ``manifest.json``
   (file names, tumour area, seed; the JSON adds the model and settings) and ``preview.png`` (image | mask | overlay
   of the first pairs).
@@ -130,8 +131,10 @@ def write_pair(sink: FileSink, index: int, image: np.ndarray, mask: np.ndarray,
     stem = f"sample_{index:05d}"
     if file_format == "nifti":
         image_name, mask_name = f"images/{stem}.nii.gz", f"masks/{stem}.nii.gz"
-        # NIfTI axes are (x, y, z, modality): one axial slice whose rows run along y, modalities on the 4th axis.
-        sink.write(image_name, nifti_bytes(np.transpose(image, (1, 0, 2))[:, :, None, :].astype(np.float32)))
+        # NIfTI axes are (x, y, z, modality): one axial slice whose rows run along y, modalities on the 4th axis (none
+        # for one channel, so that image and mask have the same shape).
+        volume = np.transpose(image, (1, 0, 2))[:, :, None, :]
+        sink.write(image_name, nifti_bytes((volume[..., 0] if image.shape[-1] == 1 else volume).astype(np.float32)))
         sink.write(mask_name, nifti_bytes(mask.T[:, :, None].astype(np.uint8)))
         return image_name, mask_name
     if file_format != "png":
@@ -261,8 +264,10 @@ class SampleFolderWriter:
 
     def add(self, images: np.ndarray, masks: np.ndarray, tumour_areas: np.ndarray) -> None:
         """Write a batch: images ``(B, H, W, C)`` floats in ``[0, 1]``, masks ``(B, H, W)`` uint8, their areas."""
-        if self.file_format == "dataset":
-            names = [("dataset", "dataset")] * len(masks)
+        if self.file_format == "dataset":  # the pair's row of dataset/ (load_from_disk("dataset")[index])
+            first = len(self.rows)
+            names = [(f"dataset[{index}]['image']", f"dataset[{index}]['mask']")
+                     for index in range(first, first + len(masks))]
             kept = len(masks)
         else:
             names = write_pairs(FolderSink(self.folder), images, masks, len(self.rows), self.file_format)

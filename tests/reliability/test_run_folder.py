@@ -176,3 +176,19 @@ def test_a_stop_signal_saves_the_step_and_resume_is_bit_identical(finished_run, 
     monkeypatch.setattr(CsvLog, "append", append)
     assert train(run, "--resume-from-checkpoint", "latest") == 0
     assert same_weights(finished_run, run) and logged_steps(run) == [1, 2, 3, 4, 5, 6]
+
+
+# ------------------------------------------------------------------------------------------------ earlier versions
+def test_a_run_folder_of_an_earlier_version_is_adopted_on_resume_and_refused_for_a_new_run(finished_run, tmp_path,
+                                                                                            capsys):
+    """A folder written before run records (config.yaml, checkpoints/ without hvae-run.json) resumes as before."""
+    straight = tmp_path / "straight"
+    assert train(straight, "training.max_steps=8") == 0
+    run = copy_run(finished_run, tmp_path / "earlier")
+    for record in [run / ".hvae-run.json", *run.glob("checkpoints/*/hvae-run.json")]:
+        record.unlink()
+    with untouched(run):
+        code, err = run_cli(train_cli, [run], capsys)
+    assert code == 2 and "holds an earlier run" in err
+    assert train(run, "training.max_steps=8", "--resume-from-checkpoint", "latest") == 0
+    assert same_weights(straight, run) and (run / ".hvae-run.json").is_file()

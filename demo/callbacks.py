@@ -146,7 +146,8 @@ def generate_samples(
         ) from error
     settings = {"temperature": float(temperature), "mask_threshold": float(mask_threshold),
                 "min_tumour_area": min_tumour_area}
-    return SampleSet(output.images, output.masks, output.tumour_areas, whole_number(seed, "Seed", 0, MAX_SEED), settings)
+    seed = whole_number(seed, "Seed", 0, MAX_SEED)
+    return SampleSet(output.images, output.masks, output.tumour_areas, seed, settings)
 
 
 def pair_items(image: np.ndarray, mask: np.ndarray, title: str) -> GalleryItems:

@@ -48,8 +48,9 @@ def command_line(run_class: type[TrainingRun], description: str, argv: Sequence[
     except (ConfigError, ResumeError, RunFolderError) as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # before the first step (data loading): the run wrote nothing yet
-        print(f"{parser.prog}: interrupted before training started; nothing was saved", file=sys.stderr)
+    except KeyboardInterrupt:  # outside the steps, which save a checkpoint on Ctrl-C: loading data, or exporting
+        print(f"{parser.prog}: interrupted outside the training steps; what the run wrote before is kept (continue "
+              "with --resume-from-checkpoint latest)", file=sys.stderr)
         return 128 + signal.SIGINT
 
 

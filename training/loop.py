@@ -70,7 +70,8 @@ class TrainingLoop:
                  run_folder: RunFolder | None, objective: DiscriminativeObjective | None = None) -> None:
         self.objective = objective
         self.run, self.settings = run, run.config["training"]
-        self.accelerator, self.model, self.optimizer, self.scheduler, self.ema = accelerator, model, optimizer, scheduler, ema
+        self.accelerator, self.model, self.ema = accelerator, model, ema
+        self.optimizer, self.scheduler = optimizer, scheduler
         self.log, self.validation = log, validation
         self.output_dir = Path(self.settings["output_dir"])
         self.global_step = global_step
@@ -333,7 +334,8 @@ def check_replicas_agree(accelerator, model) -> None:
     if accelerator.num_processes == 1:
         return
     parameters = list(accelerator.unwrap_model(model).parameters())
-    fingerprint = torch.stack([p.detach().double().sum() for p in parameters] + [p.detach().double().abs().sum() for p in parameters])
+    fingerprint = torch.stack([p.detach().double().sum() for p in parameters]
+                              + [p.detach().double().abs().sum() for p in parameters])
     every_rank = accelerator.gather(fingerprint.to(accelerator.device).unsqueeze(0))
     if not torch.equal(every_rank.min(dim=0).values, every_rank.max(dim=0).values):
         raise RuntimeError("data-parallel replicas ended with different weights: gradient synchronisation failed")

@@ -26,12 +26,16 @@ def export_pipeline(run: TrainingRun, model, run_folder: RunFolder, steps: int, 
     pipeline = run.final_pipeline(model, *training_slices)
     staging = run_folder.output_dir / ".pipeline.partial"
     shutil.rmtree(staging, ignore_errors=True)
-    pipeline.save_pretrained(staging, safe_serialization=True)
-    save_sample_grid(pipeline, staging / "samples.png")
-    plot_loss_curve(rows, run_folder.output_dir / "loss_curve.png")
-    flow = model.flow_summary() if hasattr(model, "flow_summary") else None  # the HVAE; the LSGAN has no flow
-    write_model_card(staging / "README.md", run, steps, seconds, rows[-1] if rows else {}, flow,
-                     resumes=run_folder.record["resumes"])
+    try:
+        pipeline.save_pretrained(staging, safe_serialization=True)
+        save_sample_grid(pipeline, staging / "samples.png")
+        plot_loss_curve(rows, run_folder.output_dir / "loss_curve.png")
+        flow = model.flow_summary() if hasattr(model, "flow_summary") else None  # the HVAE; the LSGAN has no flow
+        write_model_card(staging / "README.md", run, steps, seconds, rows[-1] if rows else {}, flow,
+                         resumes=run_folder.record["resumes"])
+    except BaseException:  # Ctrl-C or a failure: no half-written export left behind
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     return run_folder.install(staging, "pipeline")
 
 

@@ -99,9 +99,9 @@ def check_resume(candidates: Sequence[Path], output_dir: Path, config: dict[str,
             continue
         if folder_record is None or identity["run_id"] != folder_record["run_id"]:
             raise ResumeError(f"--resume-from-checkpoint {path}: a checkpoint of another run (run id "
-                              f"{identity['run_id'][:8]}, not training.output_dir={output_dir}'s); resume it in its own "
-                              f"folder (training.output_dir={path.resolve().parent.parent}), or, to start this run "
-                              "from its weights, use training.init_from=<that folder>/pipeline instead")
+                              f"{identity['run_id'][:8]}, not training.output_dir={output_dir}'s); resume it in its "
+                              f"own folder (training.output_dir={path.resolve().parent.parent}), or, to start this "
+                              "run from its weights, use training.init_from=<that folder>/pipeline instead")
         changes.update(config_changes(path, identity, config))
     return changes
 

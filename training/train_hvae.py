@@ -47,8 +47,9 @@ class HVAERun(TrainingRun):
         """A run that ends inside the VAE warm-up trains a plain VAE: the flow is never switched on."""
         settings, n_leapfrog = self.config["training"], self.config["model"].get("n_leapfrog", 3)
         if n_leapfrog and settings["vae_warmup_steps"] >= settings["max_steps"]:
-            return [f"training.max_steps={settings['max_steps']} ends inside the VAE warm-up (training.vae_warmup_steps="
-                    f"{settings['vae_warmup_steps']}): the flow stays off, so this run trains a plain VAE"]
+            return [f"training.max_steps={settings['max_steps']} ends inside the VAE warm-up "
+                    f"(training.vae_warmup_steps={settings['vae_warmup_steps']}): the flow stays off, so this run "
+                    "trains a plain VAE"]
         return []
 
     def build_model(self) -> HVAEModel:

@@ -2,11 +2,14 @@
 # One-thread cost of the scarcity study's generators: wall seconds of trainer runs of the scarcity recipes on BraTS
 # (the K = 1 and K = 10 draws of the packaged split) with few steps, so that seconds per step (difference of two step
 # counts) and the fixed cost per stage run (start-up, data, export) can be read off and multiplied by the recipe's
-# steps. Run from the repository root; writes into a fresh folder (first argument, default /tmp/scarcity-costs).
-# Usage: OMP_NUM_THREADS=1 bash scripts/measure_scarcity_costs.sh [OUT]
+# steps. Run from the repository root; writes into a fresh folder (first argument, default /tmp/scarcity-costs); further
+# arguments name the runs to do (default: all), e.g. hvae-k10-s1 hvae-k10-s4.
+# Usage: OMP_NUM_THREADS=1 bash scripts/measure_scarcity_costs.sh [OUT [RUN ...]]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-/tmp/scarcity-costs}"
+shift || true
+wanted=" $* "
 if [ -e "$out" ]; then echo "$out exists: pass a new folder" >&2; exit 2; fi
 mkdir -p "$out"
 export OMP_NUM_THREADS=1
@@ -15,6 +18,7 @@ k10='["BRATS_001","BRATS_002","BRATS_004","BRATS_008","BRATS_009","BRATS_011","B
 run() {  # name config patients steps [overrides...]
   local name=$1 config=$2 patients=$3 steps=$4
   shift 4
+  if [ "$wanted" != "  " ] && [[ "$wanted" != *" $name "* ]]; then return; fi
   local start end
   start=$(date +%s.%N)
   .venv/bin/python -m hvae_pipeline.training.train_hvae --config "$config" "training.output_dir=\"$out/$name\"" \

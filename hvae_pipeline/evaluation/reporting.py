@@ -71,12 +71,14 @@ def _unet_description(unet: dict[str, Any]) -> str:
     return UNetSettings(**{**unet, "channels": tuple(unet["channels"])}).describe()
 
 
-def interval_text(entry: dict[str, Any], scale: float = 100.0, digits: int = 1) -> str:
-    """``"+mean [low, high]"`` of a :func:`~.augmentation.interval95` entry (the mean alone without bounds)."""
-    text = f"{entry['mean'] * scale:+.{digits}f}"
+def interval_text(entry: dict[str, Any], scale: float = 100.0, digits: int = 1, signed: bool = True) -> str:
+    """``"+mean [low, high]"`` of a :func:`~.augmentation.interval95` entry (the mean alone without bounds); with
+    ``signed=False`` no plus signs (for values rather than differences)."""
+    sign = "+" if signed else ""
+    text = f"{entry['mean'] * scale:{sign}.{digits}f}"
     if entry["low"] is None:
         return text
-    return f"{text} [{entry['low'] * scale:+.{digits}f}, {entry['high'] * scale:+.{digits}f}]"
+    return f"{text} [{entry['low'] * scale:{sign}.{digits}f}, {entry['high'] * scale:{sign}.{digits}f}]"
 
 
 def _gain_sections(summary: dict[str, Any]) -> list[str]:
@@ -269,7 +271,7 @@ def scarcity_markdown(summary: dict[str, Any]) -> str:
     """Markdown report of a scarcity summary: DSC per K and arm, and the paired gains, with 95 % intervals."""
     arms = summary["arms"]
     results = summary["results"]
-    dsc_rows = [[k, str(entry["num_units"])] + [interval_text(entry["dice"][arm]).lstrip("+") for arm in arms]
+    dsc_rows = [[k, str(entry["num_units"])] + [interval_text(entry["dice"][arm], signed=False) for arm in arms]
                 for k, entry in results.items()]
     gain_names = [arm for arm in arms if arm in next(iter(results.values()))["gain"]] + ["classic"]
     gain_rows = [[k] + [interval_text(entry["gain"][name]) for name in gain_names] for k, entry in results.items()]

@@ -73,9 +73,9 @@ def _add_data_arguments(parser: argparse.ArgumentParser, train_required: bool, p
     group.add_argument("--modalities", nargs="+", default=None, help="image channels (default: flair / pt)")
     group.add_argument("--label", default=None, help="target label (default: whole_tumor / gtvp)")
     if patients:
+        train_use = "" if train_required else " (image-quality: TSTR's real-only reference; likelihood: only checked)"
         group.add_argument("--train-patients", nargs="+", default=[], required=train_required,
-                           help="patients whose slices train the U-Net" + ("" if train_required else
-                                                                             " (only checked against the test patients)"))
+                           help="patients whose slices train the U-Net" + train_use)
         group.add_argument("--test-patients", nargs="+", required=True, help="held-out patients scored on")
     group.add_argument("--size", type=int, default=128, help="slice side in px, = the generators' size (128)")
     group.add_argument("--depth", type=int, default=64, help="axial slices per resampled volume (64)")

@@ -133,7 +133,8 @@ def score_samples(generated_images: torch.Tensor, generated_masks: torch.Tensor,
         real_features: the real slices' Inception statistics, shared between generators (made here if ``None``).
 
     Returns:
-        ``psnr_mean/std``, ``ssim_mean/std``, ``fid``, ``kid_mean/std``, ``ms_ssim_diversity``, ``tumour_area_jsd`` (``None`` for a
+        ``psnr_mean/std``, ``ssim_mean/std``, ``fid``, ``kid_mean/std``, ``ms_ssim_diversity``,
+        ``tumour_area_jsd`` (``None`` for a
         metric not computed) and ``not_computed``: metric name -> reason.
     """
     not_computed: dict[str, str] = {}
@@ -160,7 +161,8 @@ def score_samples(generated_images: torch.Tensor, generated_masks: torch.Tensor,
         "psnr_mean": similarity.psnr_mean, "psnr_std": similarity.psnr_std,
         "ssim_mean": similarity.ssim_mean, "ssim_std": similarity.ssim_std,
         "fid": fid, "kid_mean": None if kid is None else kid.mean, "kid_std": None if kid is None else kid.std,
-        "kid_subset_size": None if kid is None else kid.subset_size, "ms_ssim_diversity": diversity, "ms_ssim_kernel_size": kernel, "tumour_area_jsd": jsd,
+        "kid_subset_size": None if kid is None else kid.subset_size, "ms_ssim_diversity": diversity,
+        "ms_ssim_kernel_size": kernel, "tumour_area_jsd": jsd,
         "not_computed": not_computed,
     }
 

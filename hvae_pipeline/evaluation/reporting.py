@@ -284,9 +284,9 @@ def scarcity_markdown(summary: dict[str, Any]) -> str:
         _table(["K", "draws x seeds", *arms], dsc_rows),
         "## Paired gains (DSC points, same draw and seed)",
         _table(["K", *gain_header], gain_rows),
-        f"Mean over draws x seeds (seeds {summary['seeds']}) with a two-sided 95 % Student-t interval; an interval that "
-        "excludes 0 is a gain (or loss) the runs agree on. Generators are trained on the K patients of each draw only "
-        f"(recipes: {_recipes_text(summary['recipes'])}); synthetic pairs: "
+        f"Mean over draws x seeds (seeds {summary['seeds']}) with a two-sided 95 % Student-t interval; an interval "
+        "that excludes 0 is a gain (or loss) the runs agree on. Generators are trained on the K patients of each draw "
+        f"only (recipes: {_recipes_text(summary['recipes'])}); synthetic pairs: "
         f"{_LATENT_SOURCES[summary['sampling'].get('prior', 'auto')]}, kept when the mask has >= "
         f"{summary['sampling']['min_mask_area']} px.",
         f"U-Net: {_unet_description(summary['unet'])}; classic augmentation: {summary['classic_augmentation']}. "

@@ -87,6 +87,9 @@ RECIPES: dict[str, tuple[Stage, ...]] = {
     "vae": (Stage("vae", "scarcity-vae", 350),),
 }
 REFERENCE_STEPS = {"scarcity-hvae-warmup": 1000, "scarcity-hvae-flow": 10, "scarcity-hvae": 45, "scarcity-vae": 1500}
+# The scarcity configs' training.batch_size; a draw with fewer slices (one LGG patient has 11-15) trains on all of them
+# at once, since the trainer refuses a batch larger than its data.
+RECIPE_BATCH_SIZE = 16
 
 
 def stage_steps(stage: Stage, k: int) -> int:
@@ -301,13 +304,17 @@ class GeneratorTrainer:
     def _marker(self, name: str, stage: Stage) -> Path:
         return self.folder / name / f"{stage.name}.done.json"
 
-    def stage_overrides(self, kind: str, k: int, draw: int, patients: tuple[str, ...], stage: Stage) -> list[str]:
-        """Every override of one stage's trainer run (its identity: a finished stage made with others is refused)."""
+    def stage_overrides(self, kind: str, k: int, draw: int, patients: tuple[str, ...], stage: Stage,
+                        num_slices: int) -> list[str]:
+        """Every override of one stage's trainer run (its identity: a finished stage made with others is refused);
+        ``num_slices`` is how many slices the patients have."""
         name = generator_name(kind, k, draw)
         steps = stage_steps(stage, k)
         overrides = [f"training.output_dir={json.dumps(str(self.folder / name / stage.name))}",
                      f"training.max_steps={steps}", f"training.sample_steps={steps}",
                      *trainer_data_overrides(self.spec, patients)]
+        if num_slices < RECIPE_BATCH_SIZE:
+            overrides.append(f"training.batch_size={num_slices}")
         if stage.vae_warmup:
             overrides.append(f"training.vae_warmup_steps={steps}")
         if stage.warm_start:
@@ -318,7 +325,7 @@ class GeneratorTrainer:
             overrides.append(f"training.num_threads={self.settings.num_threads}")
         return overrides + list(self.settings.generator_overrides)
 
-    def finished(self, kind: str, k: int, draw: int, patients: tuple[str, ...]) -> bool:
+    def finished(self, kind: str, k: int, draw: int, patients: tuple[str, ...], num_slices: int) -> bool:
         """Whether every stage is done, with the current overrides.
 
         Raises:
@@ -331,18 +338,19 @@ class GeneratorTrainer:
             marker = self._marker(name, stage)
             if not marker.is_file():
                 return False
-            expected = self._identity(kind, k, draw, patients, stage)
+            expected = self._identity(kind, k, draw, patients, stage, num_slices)
             if json.loads(marker.read_text()).get("overrides") != expected:
                 raise SettingsMismatch(f"{marker}: generator {name} stage {stage.name} was trained with other "
                                        f"settings than {expected}; use a new output folder")
         return True
 
-    def _identity(self, kind: str, k: int, draw: int, patients: tuple[str, ...], stage: Stage) -> list[str]:
+    def _identity(self, kind: str, k: int, draw: int, patients: tuple[str, ...], stage: Stage,
+                  num_slices: int) -> list[str]:
         # The thread count changes the speed, not the generator: left out so a study resumes with other threads.
-        return [item for item in self.stage_overrides(kind, k, draw, patients, stage)
+        return [item for item in self.stage_overrides(kind, k, draw, patients, stage, num_slices)
                 if not item.startswith("training.num_threads=")]
 
-    def train(self, kind: str, k: int, draw: int, patients: tuple[str, ...]) -> None:
+    def train(self, kind: str, k: int, draw: int, patients: tuple[str, ...], num_slices: int) -> None:
         """Run (or resume) the stages of the generator that are not done, each in its own subprocess.
 
         Raises:
@@ -359,7 +367,8 @@ class GeneratorTrainer:
             log = self.folder / name / f"{stage.name}.log"
             log.parent.mkdir(parents=True, exist_ok=True)
             command = [sys.executable, "-m", "hvae_pipeline.training.train_hvae", "--config", stage.config,
-                       "--resume-from-checkpoint", "latest", *self.stage_overrides(kind, k, draw, patients, stage)]
+                       "--resume-from-checkpoint", "latest",
+                       *self.stage_overrides(kind, k, draw, patients, stage, num_slices)]
             environment = dict(os.environ)
             if self.settings.num_threads:
                 environment["OMP_NUM_THREADS"] = environment["MKL_NUM_THREADS"] = str(self.settings.num_threads)
@@ -373,7 +382,7 @@ class GeneratorTrainer:
                                              f"{result.returncode}); see {log}")
             write_json_atomically(marker, {
                 "generator": name, "stage": stage.name, "config": stage.config, "patients": list(patients),
-                "steps": stage_steps(stage, k), "overrides": self._identity(kind, k, draw, patients, stage),
+                "steps": stage_steps(stage, k), "overrides": self._identity(kind, k, draw, patients, stage, num_slices),
                 "seconds": round(time.perf_counter() - start, 1), "num_threads": self.settings.num_threads,
                 "finished_at": _now()})
 
@@ -460,8 +469,12 @@ def run_scarcity(
         return {**recorded, "sampling": sampling.identity(), "generator_fingerprint": source(job).fingerprint,
                 "generator_recipe": [stage.config for stage in RECIPES[job.arm.kind]]}
 
+    def slice_count(job: Job) -> int:
+        return len(slices.train(patients_of[(job.k, job.draw)])[0])
+
     def generator_ready(job: Job) -> bool:
-        return job.arm.kind is None or trainer.finished(job.arm.kind, job.k, job.draw, patients_of[(job.k, job.draw)])
+        return job.arm.kind is None or trainer.finished(job.arm.kind, job.k, job.draw, patients_of[(job.k, job.draw)],
+                                                        slice_count(job))
 
     records: dict[str, dict[str, Any]] = {}
     for job in jobs:  # every finished record checked first: a settings mismatch stops the command at once
@@ -484,7 +497,7 @@ def run_scarcity(
                         continue  # another process trains it; its runs wait
                     try:
                         overall.set_postfix(training=job.generator)
-                        trainer.train(job.arm.kind, job.k, job.draw, patients)
+                        trainer.train(job.arm.kind, job.k, job.draw, patients, slice_count(job))
                         trained_generators += 1
                     finally:
                         lock.release()

@@ -133,3 +133,19 @@ def test_the_packaged_splits_keep_test_patients_out_of_every_draw():
             assert len(draws) == (1 if k == len(split.pool) else 3) and len(set(draws)) == len(draws)
             assert all(len(draw) == k and set(draw) <= set(split.pool) for draw in draws)
     assert len(load_split("lgg-flair-2d").test) == 20 and len(load_split("brats-msd-flair").test) == 6
+
+
+def test_a_draw_with_fewer_slices_than_a_batch_trains_on_all_of_them_at_once(tmp_path):
+    from hvae_pipeline.evaluation.real_data import RealDataSpec
+    from hvae_pipeline.evaluation.scarcity import RECIPE_BATCH_SIZE, GeneratorTrainer, ScarcitySettings
+
+    spec = RealDataSpec(kind="pairs", root="data", image_glob="{case}/{case}_{n}.tif",
+                        mask_glob="{case}/{case}_{n}_mask.tif", channels=(1,), train_patients=("a",),
+                        test_patients=("b",))
+    trainer = GeneratorTrainer(tmp_path, spec, ScarcitySettings(num_threads=1))
+    stage = RECIPES["vae"][0]
+    small = trainer.stage_overrides("vae", 1, 0, ("a",), stage, num_slices=13)
+    assert "training.batch_size=13" in small and 'data.patients=["a"]' in small and "data.channels=[1]" in small
+    assert 'data.image_glob="{case}/{case}_{n}.tif"' in small and "training.num_threads=1" in small
+    assert not any(item.startswith("training.batch_size=") for item in
+                   trainer.stage_overrides("vae", 1, 0, ("a",), stage, num_slices=RECIPE_BATCH_SIZE))

@@ -9,6 +9,10 @@ Writes into ``training.output_dir``: ``config.yaml`` (the resolved config), ``ch
 logged step), ``samples/step-<step>.png`` (image | mask | overlay grids), ``loss_curve.png`` and, at the end,
 ``pipeline/`` (``save_pretrained``, safetensors, with a model card ``README.md`` generated from the run, and a latent
 prior fitted to the training slices unless ``training.fit_latent_prior=false``).
+
+The folder is the run's own (``.hvae-run.json``): a new run needs an absent or empty folder (``--overwrite-run`` moves an
+earlier run aside), only files the run wrote are ever replaced, Ctrl-C or SIGTERM save a checkpoint at the step
+reached, and resume refuses another run's checkpoint; see docs/reliability.md.
 """
 
 from __future__ import annotations

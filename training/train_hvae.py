@@ -53,7 +53,7 @@ class HVAERun(TrainingRun):
         if n_leapfrog and settings["vae_warmup_steps"] >= settings["max_steps"]:
             return [f"training.max_steps={settings['max_steps']} ends inside the VAE warm-up "
                     f"(training.vae_warmup_steps={settings['vae_warmup_steps']}): the flow stays off, so this run "
-                    "trains a plain VAE"]
+                    "trains a plain VAE (a warm start; raise training.max_steps to train the flow)"]
         return []
 
     def build_model(self) -> HVAEModel:

@@ -39,4 +39,4 @@ def test_max_steps_inside_the_vae_warmup_is_one_warning_line(tmp_path, capsys):
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
     assert code == 0 and warnings == [
         "warning: training.max_steps=2 ends inside the VAE warm-up (training.vae_warmup_steps=950): the flow stays "
-        "off, so this run trains a plain VAE"]
+        "off, so this run trains a plain VAE (a warm start; raise training.max_steps to train the flow)"]

@@ -271,8 +271,9 @@ def run_training(run: TrainingRun, resume: str | None, push_to_hub: HubTarget | 
     apply_learning_rates(optimizer, scheduler, configured_rates)
     run_folder = RunFolder.open(output_dir, run.kind, global_step > 0, overwrite_run) if main_process else None
     if run_folder is not None and global_step > 0:
-        run_folder.note_resume(global_step, changes)
-        for key, (before, now) in changes.items():
+        applied = changes.get(global_step, {})  # those of the checkpoint loaded (an unreadable one may be skipped)
+        run_folder.note_resume(global_step, applied)
+        for key, (before, now) in applied.items():
             print(f"{key}: {before!r} in the checkpoint, {now!r} from step {global_step} on")
     log = CsvLog(output_dir / "logs" / "metrics.csv", global_step) if main_process else None
     log_config(accelerator, run)

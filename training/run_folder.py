@@ -73,9 +73,10 @@ def read_back(config: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(json_ready(config)))
 
 
-def check_resume(candidates: Sequence[Path], output_dir: Path, config: dict[str, dict[str, Any]]) -> dict[str, tuple]:
+def check_resume(candidates: Sequence[Path], output_dir: Path,
+                 config: dict[str, dict[str, Any]]) -> dict[int, dict[str, tuple]]:
     """Refuse a checkpoint that is not the run's own or whose config differs from ``config`` in what it may not;
-    return the overrides that apply from the resumed step on, ``{"section.key": (checkpoint's, now)}``.
+    return, by checkpoint step, the overrides that apply from that step on, ``{"section.key": (checkpoint's, now)}``.
 
     Args:
         candidates: from :func:`resume_candidates`.
@@ -87,7 +88,7 @@ def check_resume(candidates: Sequence[Path], output_dir: Path, config: dict[str,
             or its step is past ``training.max_steps``.
     """
     folder_record = read_json(output_dir / RECORD_NAME)
-    changes: dict[str, tuple] = {}
+    changes: dict[int, dict[str, tuple]] = {}
     for path in candidates:
         identity = read_json(path / CHECKPOINT_RECORD_NAME)
         if identity is None:  # written before run records: only the folder's own checkpoints are known to be its
@@ -102,7 +103,7 @@ def check_resume(candidates: Sequence[Path], output_dir: Path, config: dict[str,
                               f"{identity['run_id'][:8]}, not training.output_dir={output_dir}'s); resume it in its "
                               f"own folder (training.output_dir={path.resolve().parent.parent}), or, to start this "
                               "run from its weights, use training.init_from=<that folder>/pipeline instead")
-        changes.update(config_changes(path, identity, config))
+        changes[checkpoint_step(path)] = config_changes(path, identity, config)
     return changes
 
 

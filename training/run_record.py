@@ -27,10 +27,18 @@ class RunFolderError(ValueError):
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
-    """The JSON object in ``path``; ``None`` when the file is absent."""
+    """The JSON object in ``path``; ``None`` when the file is absent.
+
+    Raises:
+        RunFolderError: the file is not valid JSON (a damaged record), naming it.
+    """
     if not path.is_file():
         return None
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, OSError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise RunFolderError(f"{path}: unreadable run record ({error}); restore it, or start a new "
+                             "training.output_dir") from None
 
 
 def write_json(path: Path, value: dict[str, Any]) -> None:

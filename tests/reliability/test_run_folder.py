@@ -118,6 +118,9 @@ def test_a_new_learning_rate_on_resume_applies_and_is_recorded(finished_run, tmp
     assert yaml.safe_load((run / "config.yaml").read_text())["training"]["learning_rate"] == 1e-5
     card = (run / "pipeline" / "README.md").read_text()
     assert "changed at step 6 (resume)" in card and "training.learning_rate 0.002 -> 1e-05" in card
+    # Resumed again from checkpoint-8, trained at 1e-05: nothing changes now, whatever older checkpoints hold.
+    assert train(run, "training.max_steps=9", "training.learning_rate=1e-5", "--resume-from-checkpoint", "latest") == 0
+    assert "training.learning_rate:" not in capsys.readouterr().out  # max_steps 8 -> 9 is the one change
 
 
 @pytest.mark.parametrize("override, message", [
@@ -192,3 +195,12 @@ def test_a_run_folder_of_an_earlier_version_is_adopted_on_resume_and_refused_for
     assert code == 2 and "holds an earlier run" in err
     assert train(run, "training.max_steps=8", "--resume-from-checkpoint", "latest") == 0
     assert same_weights(straight, run) and (run / ".hvae-run.json").is_file()
+
+
+def test_a_damaged_run_record_is_one_line(finished_run, tmp_path, capsys):
+    run = copy_run(finished_run, tmp_path / "run")
+    (run / ".hvae-run.json").write_text('{"run_id": ')  # cut short, as by a full disk
+    with untouched(run):
+        code, err = run_cli(train_cli, [run, "--resume-from-checkpoint", "latest"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert f"{run / '.hvae-run.json'}: unreadable run record" in err

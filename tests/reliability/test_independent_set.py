@@ -129,7 +129,7 @@ def test_prepare_corrupt_volume(brats, tmp_path, capsys, file, defect, message):
 @pytest.mark.parametrize("arguments, message", [
     (["--size", "-16"], "size and depth must be >= 1, got size=-16"),
     (["--num-proc", "0"], "num_proc must be >= 1, got 0"),
-    (["--label-convention", "bogus"], "label_convention='bogus': expected 'auto' or one of"),
+    (["--label-convention", "bogus"], "argument --label-convention: invalid choice: 'bogus' (choose from 'auto'"),
     (["--patients", "NOPE_001"], "patients ['NOPE_001'] not found (1 cases available)"),
 ])
 def test_prepare_bad_options(brats, tmp_path, capsys, arguments, message):

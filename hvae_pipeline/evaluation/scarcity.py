@@ -366,9 +366,9 @@ class GeneratorTrainer:
             bar.set_postfix(stage=stage.name, steps=stage_steps(stage, k))
             log = self.folder / name / f"{stage.name}.log"
             log.parent.mkdir(parents=True, exist_ok=True)
+            overrides = self.stage_overrides(kind, k, draw, patients, stage, num_slices)
             command = [sys.executable, "-m", "hvae_pipeline.training.train_hvae", "--config", stage.config,
-                       "--resume-from-checkpoint", "latest",
-                       *self.stage_overrides(kind, k, draw, patients, stage, num_slices)]
+                       "--resume-from-checkpoint", "latest", *overrides]
             environment = dict(os.environ)
             if self.settings.num_threads:
                 environment["OMP_NUM_THREADS"] = environment["MKL_NUM_THREADS"] = str(self.settings.num_threads)
@@ -382,9 +382,15 @@ class GeneratorTrainer:
                                              f"{result.returncode}); see {log}")
             write_json_atomically(marker, {
                 "generator": name, "stage": stage.name, "config": stage.config, "patients": list(patients),
-                "steps": stage_steps(stage, k), "overrides": self._identity(kind, k, draw, patients, stage, num_slices),
+                "steps": _overridden_steps(overrides), "overrides": self._identity(kind, k, draw, patients, stage,
+                                                                                 num_slices),
                 "seconds": round(time.perf_counter() - start, 1), "num_threads": self.settings.num_threads,
                 "finished_at": _now()})
+
+
+def _overridden_steps(overrides: list[str]) -> int:
+    """The ``training.max_steps`` a trainer run was given (the last override wins, as in the trainer)."""
+    return int([item for item in overrides if item.startswith("training.max_steps=")][-1].split("=", 1)[1])
 
 
 def _now() -> str:

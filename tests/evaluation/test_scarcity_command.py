@@ -68,7 +68,8 @@ def test_trains_each_generator_on_its_draw_only_through_the_recipe_stages(finish
         folder = out / "generators" / f"{kind}-k{k}-draw0"
         for stage in RECIPES[kind]:
             marker = json.loads((folder / f"{stage.name}.done.json").read_text())
-            assert marker["patients"] == patients and marker["steps"] == stage_steps(stage, k)
+            assert marker["patients"] == patients and marker["steps"] == 2  # TINY_GENERATOR's max_steps wins
+            assert f"training.max_steps={stage_steps(stage, k)}" in marker["overrides"]
             assert (folder / stage.name / "pipeline" / "model_index.json").is_file()
             config = (folder / stage.name / "config.yaml").read_text()
             assert all(patient in config for patient in patients) and "phantom-003" not in config

@@ -30,8 +30,9 @@ names=(hvae perceptual dhvae)
 start_step=$($py -c "from hvae_pipeline.training.config import load_config as c
 print(c('cpu-128-dhvae')['objectives']['adversarial_start_step'])")
 
-train() {  # NAME OUTPUT_DIR override...
+train() {  # NAME OUTPUT_DIR override...; a finished run (its pipeline exported) is not trained again
   local name=$1 dir=$2; shift 2
+  [[ -f "$dir/pipeline/model_index.json" ]] && return 0
   # shellcheck disable=SC2086  # the variant's overrides are words
   $py training/train_hvae.py --config cpu-128-dhvae ${variant[$name]} "${extra[@]}" "$@" "training.output_dir=$dir" \
     --resume-from-checkpoint latest

@@ -248,8 +248,11 @@ def _check_numbers(args: argparse.Namespace) -> None:
         levels = len(args.unet_channels or UNetSettings.channels)
     # Below 2x2 at the bottom level the U-Net's instance norm fails in the first step, with a message about tensors.
     if levels and args.size < 2 ** levels:
+        tstr_hint = ""
+        if args.command == "image-quality":
+            tstr_hint = " (or --no-tstr: image-quality trains a U-Net for its TSTR score)"
         raise ValueError(f"--unet-channels: a U-Net with {levels} levels shrinks --size {args.size} slices below 2x2; "
-                         f"pass fewer --unet-channels or a --size of at least {2 ** levels}")
+                         f"pass fewer --unet-channels or a --size of at least {2 ** levels}{tstr_hint}")
     if args.out.exists() and not args.out.is_dir():
         raise ValueError(f"--out {args.out}: exists and is not a folder; pass a folder (it is reused to resume)")
     for option in ("--device", "--sampling-device"):

@@ -76,7 +76,7 @@ PHANTOM = ["--data", "phantom", "--size", "16", "--num-phantom-slices", "32", "-
     (["augmentation", "--train-patients", "phantom-000", "--learning-rate", "inf"],
      "--learning-rate must be a finite number > 0, got inf"),
     (["likelihood", "--seed", "huge"], "argument --seed: invalid int value: 'huge'"),
-    (["image-quality", "--mask-threshold", "nan"], "mask_threshold must be in (0, 1), got nan"),
+    (["image-quality", "--no-tstr", "--mask-threshold", "nan"], "mask_threshold must be in (0, 1), got nan"),
 ])
 def test_evaluate_refuses_bad_numbers_before_loading_data(tmp_path, capsys, arguments, message):
     out = tmp_path / "out"

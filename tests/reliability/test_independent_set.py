@@ -208,8 +208,8 @@ AUGMENTATION = ["augmentation", "--train-patients", "phantom-000", "--unet-chann
     (["augmentation", "--train-patients", "phantom-000"],  # was: an instance-norm error after loading the data
      "--unet-channels: a U-Net with 5 levels shrinks --size 16 slices below 2x2"),
     ([*AUGMENTATION, "--counts", "-5"], "synthetic counts N must be >= 0, got [-5]"),
-    (["image-quality", "--sampling-device", "meta"], "--sampling-device meta: the meta device holds no values"),
-    (["image-quality", "--diversity-pairs", "-1"], "diversity_pairs >= 1"),
+    (["image-quality", "--no-tstr", "--sampling-device", "meta"], "--sampling-device meta: the meta device holds no values"),
+    (["image-quality", "--no-tstr", "--diversity-pairs", "-1"], "diversity_pairs >= 1"),
     (["likelihood", "--num-importance-samples", "0"], "num_importance_samples must be >= 1, got 0"),
     (["likelihood", "--generator", "no-equals-sign"], "generator 'no-equals-sign': expected NAME=PATH"),
 ])

@@ -114,7 +114,7 @@ class Upsample(nn.Module):
     Computed without the upsampled map: each of the four output phases (row and column parity) is a 2x2 convolution of
     the low-resolution input whose kernel sums the 3x3 kernel's taps, and the four run as one convolution with
     ``4 x channels`` outputs. The same function and parameters as ``conv(interpolate(x, 2))``, in 4/9 of its
-    multiply-adds (tests/test_blocks.py compares both).
+    multiply-adds (tests/models/test_blocks.py compares both).
     """
 
     def __init__(self, channels: int) -> None:

@@ -11,7 +11,7 @@ Leapfrog maps preserve volume and the tempering Jacobians multiply to ``beta_0 *
     ELBO = E[ log p(x, z_K) + log N(rho_K; 0, I) - log q(z_0 | x) - log N(gamma_0; 0, I) ].
 
 Every function here is independent of any network: the potential is a callable, so the maths can be checked on
-toy potentials (see ``tests/test_hamiltonian.py``).
+toy potentials (see ``tests/models/test_hamiltonian.py``).
 """
 
 from __future__ import annotations

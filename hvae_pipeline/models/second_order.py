@@ -10,7 +10,7 @@ sums so that the double backward of a group norm costs nine element-wise passes.
 written with oneDNN's own data- and weight-gradient kernels: PyTorch's computes the weight part as a convolution of
 batch-transposed copies (a kernel as large as the image), 2-3x slower on CPU.
 
-Values and first and second derivatives equal PyTorch's (``tests/test_second_order.py``: ``gradcheck`` and
+Values and first and second derivatives equal PyTorch's (``tests/models/test_second_order.py``: ``gradcheck`` and
 ``gradgradcheck`` in float64, and an exact HVAE's parameter gradients equal to those with PyTorch's ops). Third
 derivatives are not provided (``once_differentiable``). :meth:`hvae_pipeline.models.blocks.Decoder.use_second_order_ops`
 switches a decoder to them.

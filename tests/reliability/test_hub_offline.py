@@ -53,6 +53,6 @@ def test_a_training_push_in_offline_mode_says_so_and_keeps_the_export(offline, t
 
 def test_the_hub_tests_pass_with_hf_hub_offline_and_a_stray_token_set():
     environment = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_TOKEN": "hf_not_a_real_token", "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_hub.py"],
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/hub/test_hub.py"],
                             cwd=REPOSITORY, env=environment, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:]

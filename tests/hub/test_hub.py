@@ -125,7 +125,7 @@ def test_python_push_keeps_the_card_of_the_folder_it_was_loaded_from(pipeline, h
     """A training card (data licence, datasets, measured results) survives a load and a push from Python."""
     folder = tmp_path / "trained"
     pipeline.save_pretrained(folder)
-    bundled = (Path(__file__).resolve().parents[1] / "hvae_pipeline" / "checkpoints" / "default" / "README.md")
+    bundled = (Path(__file__).resolve().parents[2] / "hvae_pipeline" / "checkpoints" / "default" / "README.md")
     shutil.copy(bundled, folder / "README.md")
     HVAEPipeline.from_pretrained(folder).push_to_hub("me/hvae")
     assert "create_branch" not in hub.names()  # no revision: the default branch

@@ -23,7 +23,7 @@ from hvae_pipeline.training.components import initialise_from
 from hvae_pipeline.training.loop import EXIT_NON_FINITE, run_training
 from hvae_pipeline.training.publish import EXIT_PUSH_FAILED
 
-REPOSITORY = Path(__file__).resolve().parents[1]
+REPOSITORY = Path(__file__).resolve().parents[2]
 
 # 16 x 16 phantoms and a two-level network: each step takes a few milliseconds.
 TINY = ["model.sample_size=16", "data.size=16", "data.num_phantom_slices=48", "training.batch_size=8",

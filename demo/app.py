@@ -40,17 +40,26 @@ PREPROCESSING_NOTE = (
 )
 
 
-class WholeNumberField(gr.Number):
-    """A whole-number field whose non-numeric input (API clients can send any text) gets an error naming the field,
-    where Gradio's own field fails with a generic "the upstream app has raised an exception"."""
+def whole_number_field(**settings: Any) -> gr.Number:
+    """A ``gr.Number(precision=0, minimum=0, ...)`` whose non-numeric input (API clients can send any text) gets an
+    error naming the field, where Gradio's own field fails with a generic "the upstream app has raised an exception".
 
-    def preprocess(self, payload: float | str | None) -> float | int | None:
+    The check wraps the instance's ``preprocess``: a subclass of a Gradio component would make Gradio write a
+    ``.pyi`` stub beside this module at import time.
+    """
+    field = gr.Number(precision=0, minimum=0, **settings)
+    convert = field.preprocess
+
+    def preprocess(payload: float | str | None) -> float | int | None:
         if isinstance(payload, str):
             try:
                 payload = float(payload)
             except ValueError:
-                raise gr.Error(f"{self.label}: expected a whole number, got {payload!r}") from None
-        return super().preprocess(payload)
+                raise gr.Error(f"{field.label}: expected a whole number, got {payload!r}") from None
+        return convert(payload)
+
+    field.preprocess = preprocess
+    return field
 
 
 def friendly_errors(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -157,7 +166,7 @@ def build_demo(pipeline: HVAEPipeline, description: str) -> gr.Blocks:
         with gr.Tab("Sample"):
             with gr.Row():
                 with gr.Column(scale=1):
-                    seed = WholeNumberField(value=0, precision=0, minimum=0, label="Seed")
+                    seed = whole_number_field(value=0, label="Seed")
                     num_samples = gr.Slider(1, callbacks.MAX_SAMPLES, value=8, step=1, label="Number of samples")
                     temperature = gr.Slider(0.05, 2.0, value=1.0, step=0.05, label="Temperature")
                     mask_threshold = gr.Slider(0.05, 0.95, value=0.5, step=0.05, label="Mask threshold")
@@ -181,8 +190,8 @@ def build_demo(pipeline: HVAEPipeline, description: str) -> gr.Blocks:
             gr.Markdown("Walk through latent space from the prior latent of seed A to that of seed B (spherical interpolation).")
             with gr.Row():
                 with gr.Column(scale=1):
-                    seed_a = WholeNumberField(value=0, precision=0, minimum=0, label="Seed A")
-                    seed_b = WholeNumberField(value=1, precision=0, minimum=0, label="Seed B")
+                    seed_a = whole_number_field(value=0, label="Seed A")
+                    seed_b = whole_number_field(value=1, label="Seed B")
                     num_frames = gr.Slider(2, callbacks.MAX_FRAMES, value=8, step=1, label="Frames")
                     explore_temperature = gr.Slider(0.05, 2.0, value=1.0, step=0.05, label="Temperature")
                     explore_threshold = gr.Slider(0.05, 0.95, value=0.5, step=0.05, label="Mask threshold")
@@ -200,12 +209,12 @@ def build_demo(pipeline: HVAEPipeline, description: str) -> gr.Blocks:
             with gr.Row():
                 with gr.Column(scale=1):
                     slice_file = gr.File(label="Slice (PNG, TIF) or NIfTI volume", file_types=list(UPLOAD_SUFFIXES))
-                    slice_index = WholeNumberField(value=0, precision=0, minimum=0, label="Slice index (NIfTI only)")
+                    slice_index = whole_number_field(value=0, label="Slice index (NIfTI only)")
                     mask_file = gr.File(label="Its tumour mask (optional)", file_types=list(UPLOAD_SUFFIXES))
                     posterior_samples = gr.Slider(
                         1, callbacks.MAX_POSTERIOR_SAMPLES, value=4, step=1, label="Reconstructions"
                     )
-                    posterior_seed = WholeNumberField(value=0, precision=0, minimum=0, label="Seed")
+                    posterior_seed = whole_number_field(value=0, label="Seed")
                     reconstruct_threshold = gr.Slider(0.05, 0.95, value=0.5, step=0.05, label="Mask threshold")
                     reconstruct_button = gr.Button("Reconstruct", variant="primary")
                 with gr.Column(scale=3):

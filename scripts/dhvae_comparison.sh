@@ -6,9 +6,9 @@
 #   dhvae       = 0.95 x HVAE + 0.05 x (L1 + perceptual + adaptive x GAN), the discriminator from step 50
 # Each contender's seconds per step are measured first on this machine (3 steps, the last 2 timed; the dHVAE's with
 # its discriminator on from the start), and its steps set so that all spend BUDGET_SECONDS training. Then all three
-# are scored on the 6 val patients: FID/KID, tumour-area JSD (1000 samples, hvae-evaluate image-quality), held-out
-# log p(x, m) of the HVAE part (likelihood: does the extra loss cost likelihood?), and the U-Net DSC with 1000 of
-# their pairs added to the 10 real training patients (augmentation, 3 seeds).
+# are scored on the 6 val patients: FID/KID, TSTR DSC, tumour-area JSD (1000 samples, hvae-evaluate
+# image-quality), held-out log p(x, m) of the HVAE part (likelihood: does the extra loss cost likelihood?), and the
+# U-Net DSC with 1000 of their pairs added to the 10 real training patients (augmentation, 3 seeds).
 # Usage: [DEVICE=cuda] bash scripts/dhvae_comparison.sh [BUDGET_SECONDS] [OUT] [override ...]
 #   (default 7200 s of training each: 3 x 2 h + evaluation ~1.5 h on 2 idle cores); the overrides go to every
 #   contender's training, DEVICE (cpu) to the evaluation (scripts/dhvae_comparison_gpu.sh sets both for a GPU).
@@ -75,10 +75,11 @@ split=(--data brats --root ../shared/data/brats-msd-flair --image-glob "images/{
        --test-patients BRATS_036 BRATS_050 BRATS_082 BRATS_089 BRATS_190 BRATS_259)
 generators=()
 for name in "${names[@]}"; do generators+=(--generator "$name=$out/$name/pipeline"); done
-.venv/bin/hvae-evaluate image-quality "${generators[@]}" "${split[@]}" --num-samples 1000 \
-  --sampling-device "$device" --out "$out/results"
+train=(--train-patients BRATS_001 BRATS_002 BRATS_004 BRATS_008 BRATS_009 BRATS_011 BRATS_017 BRATS_027 BRATS_030
+       BRATS_033)
+.venv/bin/hvae-evaluate image-quality "${generators[@]}" "${split[@]}" "${train[@]}" --num-samples 1000 \
+  --sampling-device "$device" --device "$device" --out "$out/results"
 .venv/bin/hvae-evaluate likelihood "${generators[@]}" "${split[@]}" --num-importance-samples 128 \
   --importance-slices 24 --elbo-draws 4 --device "$device" --out "$out/results"
-.venv/bin/hvae-evaluate augmentation "${generators[@]}" "${split[@]}" \
-  --train-patients BRATS_001 BRATS_002 BRATS_004 BRATS_008 BRATS_009 BRATS_011 BRATS_017 BRATS_027 BRATS_030 \
-  BRATS_033 --counts 0 1000 --num-seeds 3 --sampling-device "$device" --out "$out/results"
+.venv/bin/hvae-evaluate augmentation "${generators[@]}" "${split[@]}" "${train[@]}" --counts 0 1000 --num-seeds 3 \
+  --sampling-device "$device" --out "$out/results"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from .hub.bundled_checkpoint import BUNDLED_CHECKPOINT, has_bundled_checkpoint
 from .hub.model_card import pipeline_title

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import datetime
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 

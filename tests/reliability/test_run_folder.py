@@ -104,7 +104,7 @@ def test_another_runs_checkpoint_is_refused_and_init_from_is_named(finished_run,
                                         str(checkpoint)], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert f"--resume-from-checkpoint {checkpoint}: a checkpoint of another run" in err
-    assert f"training.init_from=<that folder>/pipeline" in err and str(finished_run) in err
+    assert "training.init_from=<that folder>/pipeline" in err and str(finished_run) in err
 
 
 # ------------------------------------------------------------------------------------------------ case 2

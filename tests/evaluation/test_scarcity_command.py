@@ -11,6 +11,7 @@ import PIL.Image
 import pytest
 from evaluation_helpers import QUIET, TINY_SIZE
 
+from hvae_pipeline import HVAEPipeline
 from hvae_pipeline.cli.evaluate import main
 from hvae_pipeline.data import make_phantom_slices
 from hvae_pipeline.evaluation.scarcity import Lock, RECIPES, stage_steps
@@ -73,6 +74,11 @@ def test_trains_each_generator_on_its_draw_only_through_the_recipe_stages(finish
             assert (folder / stage.name / "pipeline" / "model_index.json").is_file()
             config = (folder / stage.name / "config.yaml").read_text()
             assert all(patient in config for patient in patients) and "phantom-003" not in config
+        # Only the last stage's pipeline samples: it carries the prior fitted to its draw's slices (16 per patient),
+        # without which a generator of one patient's slices decodes empty masks from N(0, I).
+        pipelines = [HVAEPipeline.from_pretrained(folder / stage.name / "pipeline") for stage in RECIPES[kind]]
+        assert [pipeline.latent_prior is not None for pipeline in pipelines] == [False] * (len(pipelines) - 1) + [True]
+        assert pipelines[-1].latent_prior.config.num_slices == 16 * k
     assert not list((out / "locks").glob("*.lock"))
 
 

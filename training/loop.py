@@ -11,7 +11,6 @@ import contextlib
 import math
 import signal
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Iterator
@@ -20,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from hvae_pipeline.hub.push import HubTarget
-from hvae_pipeline.storage.output_folder import STOP_SIGNALS
+from hvae_pipeline.storage.stop_signals import stop_signal_handlers
 from hvae_pipeline.training.components import (
     apply_learning_rates,
     build_training_model,
@@ -129,23 +128,16 @@ class TrainingLoop:
     def _stop_signals_deferred(self) -> Iterator[None]:
         """While the block runs, SIGINT and SIGTERM only note themselves in :attr:`stop_signal` (the loop then stops
         after the step, with a checkpoint); a second one acts as it did before (Ctrl-C twice stops at once)."""
-        if threading.current_thread() is not threading.main_thread():  # handlers can only be set from it
-            yield
-            return
-        previous = {number: signal.getsignal(number) for number in STOP_SIGNALS}
+        previous: dict = {}
 
         def note(number: int, frame: object) -> None:
             self.stop_signal = signal.Signals(number).name
             for each, handler in previous.items():
                 signal.signal(each, handler)
 
-        for number in STOP_SIGNALS:
-            signal.signal(number, note)
-        try:
+        with stop_signal_handlers(lambda _: note) as replaced:
+            previous.update(replaced)
             yield
-        finally:
-            for number, handler in previous.items():
-                signal.signal(number, handler)
 
     def _stop_requested(self) -> bool:
         """Whether any process received a stop signal (all processes stop at the same step)."""

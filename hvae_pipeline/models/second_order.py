@@ -276,7 +276,7 @@ class _GroupNormBackward(torch.autograd.Function):
             v = None
             sum_v_dy = mean_v = mean_v_xhat = mean_v_dx = zero
 
-        grad_dy = grad_hidden = grad_weight = grad_bias = None
+        grad_dy = grad_hidden = grad_weight = None
         if ctx.needs_input_grad[0]:
             offset = w_beta - gamma * r * mean_v
             grad_dy = torch.addcmul(offset, x_hat, w_gamma - gamma * r * mean_v_xhat)

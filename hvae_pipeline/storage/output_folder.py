@@ -16,14 +16,12 @@ import os
 import shutil
 import signal
 import tempfile
-import threading
 from pathlib import Path
 from typing import Iterator, Sequence
 
 from ..models.inputs import name_list
+from .stop_signals import raise_system_exit, stop_signal_handlers, stop_signals_held
 
-# Signals a batch scheduler or a user sends to stop a run; by default SIGTERM ends Python without running `finally`.
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class OutputFolderError(ValueError):
@@ -117,13 +115,14 @@ def atomic_directory(
         raise OutputFolderError(f"{argument} {target}: cannot write in {target.parent} ({error.strerror}); pass a "
                                 "writable folder") from error
     staging.chmod(0o755)  # mkdtemp's 0o700 would hide the output from other users of a shared machine
-    with _stop_signals_raise():
+    # Only signals left at the system default raise: a caller's own handler, or an ignored signal, is kept.
+    with stop_signal_handlers(lambda previous: raise_system_exit if previous == signal.SIG_DFL else previous):
         try:
             yield staging
-            with _stop_signals_held():  # a half-done swap would lose the previous output
+            with stop_signals_held():  # a half-done swap would lose the previous output
                 _move_into_place(staging, target, owned, overwrite, argument)
         except BaseException:
-            with _stop_signals_held():  # a second Ctrl-C must not cut the cleanup short
+            with stop_signals_held():  # a second Ctrl-C must not cut the cleanup short
                 shutil.rmtree(staging, ignore_errors=True)
                 _remove_empty(created)
             raise
@@ -172,42 +171,3 @@ def _move_into_place(staging: Path, target: Path, owned: Sequence[str], overwrit
         aside.rmdir()
         raise
     shutil.rmtree(aside)
-
-
-def _raise_system_exit(signum: int, frame: object) -> None:
-    """Signal handler: unwind like ``sys.exit`` (running ``finally`` clauses), with the shell's 128 + signal code."""
-    raise SystemExit(128 + signum)
-
-
-@contextlib.contextmanager
-def _stop_signals_raise() -> Iterator[None]:
-    """While the block runs, make SIGINT/SIGTERM raise ``SystemExit`` where they would end Python without cleanup.
-
-    Only signals left at the system default are changed (a caller's own handler, or an ignored signal, is kept), and
-    only in the main thread, the one place Python lets a handler be installed.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {number: signal.getsignal(number) for number in STOP_SIGNALS}
-    for number, handler in previous.items():
-        if handler == signal.SIG_DFL:
-            signal.signal(number, _raise_system_exit)
-    try:
-        yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
-
-
-@contextlib.contextmanager
-def _stop_signals_held() -> Iterator[None]:
-    """Defer SIGINT/SIGTERM until the block ends (they are delivered then); a no-op where the system cannot."""
-    if not hasattr(signal, "pthread_sigmask"):  # Windows
-        yield
-        return
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import numpy as np
 import PIL.Image
 import pytest
 from reliability_helpers import run_cli, untouched

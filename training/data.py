@@ -39,7 +39,7 @@ def _load(data: dict[str, Any], patients: Sequence[str] | None) -> Dataset:
     if kind not in DATA_KINDS:
         raise ValueError(f"data.kind={kind!r}: expected one of {DATA_KINDS}")
     if kind == "phantom":
-        return make_phantom_slices(data["num_phantom_slices"], size=data["size"], seed=0)
+        return _only_patients(make_phantom_slices(data["num_phantom_slices"], size=data["size"], seed=0), patients)
     if data["root"] is None:
         raise ValueError(f"data.root must be set for data.kind={kind!r}")
     common = dict(size=data["size"], min_tumour_area=data["min_tumour_area"], balance=data["balance"],
@@ -53,11 +53,19 @@ def _load(data: dict[str, Any], patients: Sequence[str] | None) -> Dataset:
     if kind == "pairs":
         return load_pair_slices(data["root"], data["image_glob"], data["mask_glob"], channels=data["channels"],
                                 **common)
-    dataset = load_from_disk(data["root"])
-    if patients is not None:
-        wanted = set(patients)
-        dataset = dataset.filter(lambda patient: patient in wanted, input_columns="patient_id")
-    return dataset
+    return _only_patients(load_from_disk(data["root"]), patients)
+
+
+def _only_patients(dataset: Dataset, patients: Sequence[str] | None) -> Dataset:
+    """The slices of ``patients`` (``None``: all); a patient without slices is an error, not an empty selection."""
+    if patients is None:
+        return dataset
+    missing = sorted(set(patients) - set(dataset.unique("patient_id")))
+    if missing:
+        raise ValueError(f"data.patients: {missing} have no slices here; expected patients of "
+                         f"{sorted(dataset.unique('patient_id'))}")
+    wanted = set(patients)
+    return dataset.filter(lambda patient: patient in wanted, input_columns="patient_id")
 
 
 def dataset_to_tensors(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:

@@ -72,6 +72,14 @@ def test_hvae_loss_goes_down_and_export_reloads(tmp_path):
     assert [p.name for p in (out / "checkpoints").iterdir()] and not list((out / "checkpoints").glob(".*"))
 
 
+def test_data_patients_select_phantom_slices_and_an_absent_patient_is_named():
+    data = load_config("phantom-tiny", TINY)["data"]  # 48 phantoms, 16 per patient phantom-000 .. phantom-002
+    chosen = load_slice_dataset(data, ["phantom-001"])
+    assert len(chosen) == 16 and set(chosen["patient_id"]) == {"phantom-001"}
+    with pytest.raises(ValueError, match=r"data.patients: \['phantom-009'\] have no slices here"):
+        load_slice_dataset(data, ["phantom-001", "phantom-009"])
+
+
 def test_interrupted_then_resumed_run_ends_with_the_same_weights(tmp_path):
     common = ["--config", "phantom-tiny", *TINY, "training.max_steps=14", "training.checkpointing_steps=100"]
     assert train_hvae.main([*common, f"training.output_dir={tmp_path / 'straight'}"]) == 0

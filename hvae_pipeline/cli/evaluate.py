@@ -190,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--generator-override", action="append", default=[], metavar="SECTION.KEY=VALUE",
                        help="trainer override added to every stage of every generator, e.g. model.block_out_channels="
                             "[8,16] (part of the generators' identity); repeatable")
+    study.add_argument("--report-only", action="store_true",
+                       help="train nothing: write the reports from the runs finished so far (a study in progress)")
     _add_unet_arguments(study, augment=False)
 
     quality = commands.add_parser(
@@ -327,7 +329,8 @@ def _run(args: argparse.Namespace) -> int:
                                 args.prior, args.sampling_device)
     if args.command == "scarcity":
         grid = ScarcityGrid(tuple(args.ks), args.num_draws, _seeds(args), tuple(args.counts), tuple(args.generators))
-        settings = ScarcitySettings(args.num_threads, tuple(args.generator_override), progress, args.device)
+        settings = ScarcitySettings(args.num_threads, tuple(args.generator_override), progress, args.device,
+                                    report_only=args.report_only)
         print(f"Split {split.name}: pool {len(split.pool)} patients, test {len(split.test)} patients ({split.how})")
         outcome = run_scarcity(split, spec, grid, args.out, _unet_settings(args), sampling, settings)
         print(f"{outcome.trained_generators} generators and {outcome.trained_runs} U-Net runs trained now")

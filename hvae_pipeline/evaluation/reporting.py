@@ -75,6 +75,8 @@ def interval_text(entry: dict[str, Any], scale: float = 100.0, digits: int = 1, 
     """``"+mean [low, high]"`` of a :func:`~.augmentation.interval95` entry (the mean alone without bounds); with
     ``signed=False`` no plus signs (for values rather than differences)."""
     sign = "+" if signed else ""
+    if entry["mean"] is None:  # nothing finished yet
+        return "–"
     text = f"{entry['mean'] * scale:{sign}.{digits}f}"
     if entry["low"] is None:
         return text
@@ -271,14 +273,24 @@ def scarcity_markdown(summary: dict[str, Any]) -> str:
     """Markdown report of a scarcity summary: DSC per K and arm, and the paired gains, with 95 % intervals."""
     arms = summary["arms"]
     results = summary["results"]
-    dsc_rows = [[k, str(entry["num_units"])] + [interval_text(entry["dice"][arm], signed=False) for arm in arms]
+
+    def cell(entry: dict[str, Any], planned: int, signed: bool = True) -> str:
+        done = "" if entry["num_seeds"] == planned else f" ({entry['num_seeds']}/{planned} runs)"
+        return interval_text(entry, signed=signed) + done
+
+    dsc_rows = [[k, str(entry["num_units"])] + [cell(entry["dice"][arm], entry["num_units"], False) for arm in arms]
                 for k, entry in results.items()]
     gain_names = [arm for arm in arms if arm in next(iter(results.values()))["gain"]] + ["classic"]
-    gain_rows = [[k] + [interval_text(entry["gain"][name]) for name in gain_names] for k, entry in results.items()]
+    gain_rows = [[k] + [cell(entry["gain"][name], entry["num_units"]) for name in gain_names]
+                 for k, entry in results.items()]
     split = summary["split"]
     gain_header = [f"{name} - real-only+classic" if name != "classic" else "classic - none" for name in gain_names]
+    partial = ([] if summary.get("complete", True) else
+               ["**Partial report: the study is not finished.** A cell over fewer runs than planned says how many "
+                "(done/planned); – = none finished yet. Rerun the study command to go on."])
     return "\n\n".join([
         "# Data scarcity: U-Net DSC (%) with K real training patients",
+        *partial,
         f"Split {split['name']}: {split['how']}. Test patients ({len(split['test'])}), outside every draw: "
         f"{', '.join(split['test'])}.",
         _table(["K", "draws x seeds", *arms], dsc_rows),
@@ -313,19 +325,24 @@ def plot_scarcity(summary: dict[str, Any], path: Path) -> None:
     names = list(next(iter(results.values()))["gain"])
     figure, axis = plt.subplots(figsize=(6.4, 4.2), dpi=120)
     for offset, name in zip(np.linspace(-0.06, 0.06, len(names)), names):
-        entries = {str(k): results[str(k)]["gain"][name] for k in ks}
-        positions = [k * (1 + offset) for k in ks]
+        done = [k for k in ks if results[str(k)]["gain"][name]["mean"] is not None]  # a study in progress
+        if not done:
+            continue
+        entries = {str(k): results[str(k)]["gain"][name] for k in done}
+        positions = [k * (1 + offset) for k in done]
         label = "classic augmentation - none" if name == "classic" else f"{name} - real-only+classic"
-        axis.errorbar(positions, [100 * entries[str(k)]["mean"] for k in ks], yerr=_error_bars(entries, ks),
+        axis.errorbar(positions, [100 * entries[str(k)]["mean"] for k in done], yerr=_error_bars(entries, done),
                       marker="o", capsize=3, label=label)
     axis.axhline(0.0, color="black", linewidth=0.8)
     axis.set_xscale("log")
     axis.set_xticks(ks, [str(k) for k in ks])
     axis.set_xlabel("real training patients K")
     axis.set_ylabel("DSC gain (points)")
-    axis.set_title(f"gain vs K ({summary['split']['name']}, 95 % intervals over draws x seeds)", fontsize=9)
+    status = "" if summary.get("complete", True) else ", PARTIAL: study not finished"
+    axis.set_title(f"gain vs K ({summary['split']['name']}, 95 % intervals over draws x seeds{status})", fontsize=9)
     axis.grid(alpha=0.3)
-    axis.legend(fontsize=8)
+    if axis.lines:
+        axis.legend(fontsize=8)
     _save_figure(figure, path)
 
 

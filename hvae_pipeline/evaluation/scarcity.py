@@ -197,6 +197,7 @@ class ScarcitySettings:
         progress: show progress bars.
         device: where the U-Nets train.
         poll_seconds: how often to look again for a generator another process is training.
+        report_only: train nothing: build the reports from the runs finished so far (a study in progress).
     """
 
     num_threads: int | None = None
@@ -204,6 +205,7 @@ class ScarcitySettings:
     progress: bool = True
     device: str = "cpu"
     poll_seconds: float = 30.0
+    report_only: bool = False
 
 
 @dataclass
@@ -339,16 +341,14 @@ class GeneratorTrainer:
             if not marker.is_file():
                 return False
             expected = self._identity(kind, k, draw, patients, stage, num_slices)
-            if json.loads(marker.read_text()).get("overrides") != expected:
+            if _without_locations(json.loads(marker.read_text()).get("overrides") or []) != expected:
                 raise SettingsMismatch(f"{marker}: generator {name} stage {stage.name} was trained with other "
                                        f"settings than {expected}; use a new output folder")
         return True
 
     def _identity(self, kind: str, k: int, draw: int, patients: tuple[str, ...], stage: Stage,
                   num_slices: int) -> list[str]:
-        # The thread count changes the speed, not the generator: left out so a study resumes with other threads.
-        return [item for item in self.stage_overrides(kind, k, draw, patients, stage, num_slices)
-                if not item.startswith("training.num_threads=")]
+        return _without_locations(self.stage_overrides(kind, k, draw, patients, stage, num_slices))
 
     def train(self, kind: str, k: int, draw: int, patients: tuple[str, ...], num_slices: int) -> None:
         """Run (or resume) the stages of the generator that are not done, each in its own subprocess.
@@ -386,6 +386,15 @@ class GeneratorTrainer:
                                                                                  num_slices),
                 "seconds": round(time.perf_counter() - start, 1), "num_threads": self.settings.num_threads,
                 "finished_at": _now()})
+
+
+# Overrides that say where a stage runs or how fast, not what it trains: left out of a generator's identity so that a
+# study resumes with other threads, or after its folder was moved or copied.
+NOT_IDENTITY = ("training.num_threads=", "training.output_dir=", "training.init_from=")
+
+
+def _without_locations(overrides: list[str]) -> list[str]:
+    return [item for item in overrides if not item.startswith(NOT_IDENTITY)]
 
 
 def _overridden_steps(overrides: list[str]) -> int:
@@ -487,6 +496,8 @@ def run_scarcity(
         if generator_ready(job):
             records[job.key] = store.finished(job.key, record_settings(job))
     trained_runs = trained_generators = 0
+    if settings.report_only:
+        jobs = []  # the reports below summarise what is finished
     overall = tqdm(total=len(jobs), initial=sum(r is not None for r in records.values()), desc="scarcity runs",
                    unit="run", disable=not settings.progress)
     with overall:
@@ -563,10 +574,22 @@ def _units(grid: ScarcityGrid, split: ScarcitySplit, k: int) -> Iterator[tuple[i
             yield draw, seed
 
 
-def summarise(split: ScarcitySplit, spec: RealDataSpec, grid: ScarcityGrid, records: dict[str, dict[str, Any]],
+def _interval(values: list[float]) -> dict[str, Any]:
+    """:func:`interval95` with the sample std; every number ``None`` when no run is finished yet."""
+    if not values:
+        return {"mean": None, "low": None, "high": None, "num_seeds": 0, "std": None}
+    return {**interval95(values), "std": float(np.std(values, ddof=1)) if len(values) > 1 else None}
+
+
+def summarise(split: ScarcitySplit, spec: RealDataSpec, grid: ScarcityGrid, records: dict[str, dict[str, Any] | None],
               unet: UNetSettings, sampling: SamplingSettings) -> dict[str, Any]:
     """Per K and arm: DSC mean, std and 95 % interval over draws x seeds; paired gains of each generator arm over
-    real-only with classic augmentation, and of classic augmentation over none."""
+    real-only with classic augmentation, and of classic augmentation over none.
+
+    Runs not finished yet (absent or ``None`` in ``records``) are left out: each entry's ``num_seeds`` counts the
+    (draw, seed) units it is over, gains are paired over the units both arms have, and ``complete`` says whether
+    every planned run is in.
+    """
     from .classic_augmentation import CLASSIC_PARAMETERS
 
     all_arms = arms(grid)
@@ -574,18 +597,22 @@ def summarise(split: ScarcitySplit, spec: RealDataSpec, grid: ScarcityGrid, reco
     for k in sorted(grid.ks):
         units = list(_units(grid, split, k))
 
-        def dice(arm: Arm) -> list[float]:
-            return [records[Job(k, draw, arm, seed).key]["dice_mean"] for draw, seed in units]
+        def dice(arm: Arm) -> dict[tuple[int, int], float]:
+            found = {(draw, seed): records.get(Job(k, draw, arm, seed).key) for draw, seed in units}
+            return {unit: record["dice_mean"] for unit, record in found.items() if record is not None}
 
-        dsc = {arm.name: {**interval95(dice(arm)), "std": float(np.std(dice(arm), ddof=1)) if len(units) > 1 else None}
-               for arm in all_arms}
-        baseline = Arm("classic")
-        gains = {arm.name: interval95(list(np.subtract(dice(arm), dice(baseline))))
-                 for arm in all_arms if arm.kind is not None}
-        gains["classic"] = interval95(list(np.subtract(dice(baseline), dice(Arm("none")))))
+        def paired(arm: Arm, baseline: Arm) -> dict[str, Any]:
+            first, second = dice(arm), dice(baseline)
+            return _interval([first[unit] - second[unit] for unit in units if unit in first and unit in second])
+
+        dsc = {arm.name: _interval(list(dice(arm).values())) for arm in all_arms}
+        gains = {arm.name: paired(arm, Arm("classic")) for arm in all_arms if arm.kind is not None}
+        gains["classic"] = paired(Arm("classic"), Arm("none"))
         draws = [patients for kk, _, patients in grid.draws(split) if kk == k]
         by_k[str(k)] = {"dice": dsc, "gain": gains, "draws": [list(d) for d in draws], "num_units": len(units)}
-    seconds = sum(record.get("train_seconds", 0.0) for record in records.values())
+    finished = [record for record in records.values() if record is not None]
+    complete = all(records.get(job.key) is not None for job in plan_jobs(grid, split))
+    seconds = sum(record.get("train_seconds", 0.0) for record in finished)
     return {
         "experiment": "data-scarcity study: U-Net DSC with K real training patients, classic augmentation and "
                       "synthetic pairs of generators trained on the same K patients",
@@ -596,7 +623,7 @@ def summarise(split: ScarcitySplit, spec: RealDataSpec, grid: ScarcityGrid, reco
         "recipes": {kind: [{"config": s.config, "steps_at_k": {str(k): stage_steps(s, k) for k in sorted(grid.ks)}}
                            for s in RECIPES[kind]] for kind in grid.kinds},
         "unet": unet.as_dict(), "classic_augmentation": CLASSIC_PARAMETERS, "sampling": sampling.identity(),
-        "results": by_k, "total_unet_train_seconds": round(seconds, 1),
+        "results": by_k, "complete": complete, "total_unet_train_seconds": round(seconds, 1),
     }
 
 

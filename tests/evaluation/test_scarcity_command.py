@@ -4,6 +4,7 @@ CLI in subprocesses on K patients, U-Nets with and without classic augmentation,
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -113,6 +114,24 @@ def test_a_rerun_trains_nothing(finished_study, capsys):
     assert scarcity(root, split, out, "--generators", "hvae", "vae", "--ks", "1") == 0
     assert "0 generators and 0 U-Net runs trained now" in capsys.readouterr().out
     assert {path: path.stat().st_mtime_ns for path in (out / "runs").glob("*.json")} == before
+
+
+def test_report_only_summarises_a_study_in_progress_and_trains_nothing(finished_study, tmp_path, capsys):
+    root, split, finished = finished_study
+    out = tmp_path / "out"
+    shutil.copytree(finished, out)  # the fixture's reports stay as the other tests expect them
+    # The grid asks for the HVAE at K = 2 too, which the fixture never trained.
+    assert scarcity(root, split, out, "--generators", "hvae", "vae", "--report-only") == 0
+    assert "0 generators and 0 U-Net runs trained now" in capsys.readouterr().out
+    assert not (out / "generators" / "hvae-k2-draw0").exists()
+    summary = json.loads((out / "scarcity.json").read_text())
+    assert summary["complete"] is False
+    missing = summary["results"]["2"]["gain"]["hvae-n8+classic"]
+    assert missing["mean"] is None and missing["num_seeds"] == 0
+    assert summary["results"]["2"]["gain"]["vae-n8+classic"]["num_seeds"] == 2  # finished cells are summarised
+    table = (out / "scarcity.md").read_text()
+    assert "Partial report" in table and "– (0/2 runs)" in table
+    assert (out / "scarcity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_other_generator_settings_in_the_same_folder_are_refused(finished_study, capsys):

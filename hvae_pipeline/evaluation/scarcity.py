@@ -341,14 +341,14 @@ class GeneratorTrainer:
             if not marker.is_file():
                 return False
             expected = self._identity(kind, k, draw, patients, stage, num_slices)
-            if _without_locations(json.loads(marker.read_text()).get("overrides") or []) != expected:
+            if _identity_items(json.loads(marker.read_text()).get("overrides") or []) != expected:
                 raise SettingsMismatch(f"{marker}: generator {name} stage {stage.name} was trained with other "
                                        f"settings than {expected}; use a new output folder")
         return True
 
     def _identity(self, kind: str, k: int, draw: int, patients: tuple[str, ...], stage: Stage,
                   num_slices: int) -> list[str]:
-        return _without_locations(self.stage_overrides(kind, k, draw, patients, stage, num_slices))
+        return _identity_items(self.stage_overrides(kind, k, draw, patients, stage, num_slices))
 
     def train(self, kind: str, k: int, draw: int, patients: tuple[str, ...], num_slices: int) -> None:
         """Run (or resume) the stages of the generator that are not done, each in its own subprocess.
@@ -393,7 +393,8 @@ class GeneratorTrainer:
 NOT_IDENTITY = ("training.num_threads=", "training.output_dir=", "training.init_from=")
 
 
-def _without_locations(overrides: list[str]) -> list[str]:
+def _identity_items(overrides: list[str]) -> list[str]:
+    """``overrides`` less those of :data:`NOT_IDENTITY`."""
     return [item for item in overrides if not item.startswith(NOT_IDENTITY)]
 
 

@@ -283,6 +283,10 @@ def scarcity_markdown(summary: dict[str, Any]) -> str:
     gain_names = [arm for arm in arms if arm in next(iter(results.values()))["gain"]] + ["classic"]
     gain_rows = [[k] + [cell(entry["gain"][name], entry["num_units"]) for name in gain_names]
                  for k, entry in results.items()]
+    draw_rows = [[k, f"{entry['draw']}: {', '.join(entry['patients'])}"]
+                 + [" / ".join(NOT_AVAILABLE if value is None else f"{100 * value:.1f}"
+                               for value in entry["dice"][arm].values()) for arm in arms]
+                 for k, result in results.items() for entry in result["draws"]]
     split = summary["split"]
     gain_header = [f"{name} - real-only+classic" if name != "classic" else "classic - none" for name in gain_names]
     partial = ([] if summary.get("complete", True) else
@@ -303,6 +307,8 @@ def scarcity_markdown(summary: dict[str, Any]) -> str:
         f"{summary['sampling']['min_mask_area']} px.",
         f"U-Net: {_unet_description(summary['unet'])}; classic augmentation: {summary['classic_augmentation']}. "
         f"Total U-Net training time {summary['total_unet_train_seconds']} s.",
+        f"## DSC (%) of each run, by draw (seeds {' / '.join(str(seed) for seed in summary['seeds'])})",
+        _table(["K", "draw: patients", *arms], draw_rows),
     ]) + "\n"
 
 

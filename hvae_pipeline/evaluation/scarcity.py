@@ -585,7 +585,8 @@ def _interval(values: list[float]) -> dict[str, Any]:
 def summarise(split: ScarcitySplit, spec: RealDataSpec, grid: ScarcityGrid, records: dict[str, dict[str, Any] | None],
               unet: UNetSettings, sampling: SamplingSettings) -> dict[str, Any]:
     """Per K and arm: DSC mean, std and 95 % interval over draws x seeds; paired gains of each generator arm over
-    real-only with classic augmentation, and of classic augmentation over none.
+    real-only with classic augmentation, and of classic augmentation over none; per draw its patients and each
+    run's DSC by arm and seed (``None`` while not finished).
 
     Runs not finished yet (absent or ``None`` in ``records``) are left out: each entry's ``num_seeds`` counts the
     (draw, seed) units it is over, gains are paired over the units both arms have, and ``complete`` says whether
@@ -606,11 +607,15 @@ def summarise(split: ScarcitySplit, spec: RealDataSpec, grid: ScarcityGrid, reco
             first, second = dice(arm), dice(baseline)
             return _interval([first[unit] - second[unit] for unit in units if unit in first and unit in second])
 
-        dsc = {arm.name: _interval(list(dice(arm).values())) for arm in all_arms}
+        finished_dice = {arm.name: dice(arm) for arm in all_arms}
+        dsc = {name: _interval(list(values.values())) for name, values in finished_dice.items()}
         gains = {arm.name: paired(arm, Arm("classic")) for arm in all_arms if arm.kind is not None}
         gains["classic"] = paired(Arm("classic"), Arm("none"))
-        draws = [patients for kk, _, patients in grid.draws(split) if kk == k]
-        by_k[str(k)] = {"dice": dsc, "gain": gains, "draws": [list(d) for d in draws], "num_units": len(units)}
+        draws = [{"draw": draw, "patients": list(patients),
+                  "dice": {name: {str(seed): values.get((draw, seed)) for seed in grid.seeds}
+                           for name, values in finished_dice.items()}}
+                 for kk, draw, patients in grid.draws(split) if kk == k]
+        by_k[str(k)] = {"dice": dsc, "gain": gains, "draws": draws, "num_units": len(units)}
     finished = [record for record in records.values() if record is not None]
     complete = all(records.get(job.key) is not None for job in plan_jobs(grid, split))
     seconds = sum(record.get("train_seconds", 0.0) for record in finished)

@@ -603,11 +603,12 @@ def summarise(split: ScarcitySplit, spec: RealDataSpec, grid: ScarcityGrid, reco
             found = {(draw, seed): records.get(Job(k, draw, arm, seed).key) for draw, seed in units}
             return {unit: record["dice_mean"] for unit, record in found.items() if record is not None}
 
+        finished_dice = {arm.name: dice(arm) for arm in all_arms}
+
         def paired(arm: Arm, baseline: Arm) -> dict[str, Any]:
-            first, second = dice(arm), dice(baseline)
+            first, second = finished_dice[arm.name], finished_dice[baseline.name]
             return _interval([first[unit] - second[unit] for unit in units if unit in first and unit in second])
 
-        finished_dice = {arm.name: dice(arm) for arm in all_arms}
         dsc = {name: _interval(list(values.values())) for name, values in finished_dice.items()}
         gains = {arm.name: paired(arm, Arm("classic")) for arm in all_arms if arm.kind is not None}
         gains["classic"] = paired(Arm("classic"), Arm("none"))

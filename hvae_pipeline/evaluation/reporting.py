@@ -342,6 +342,7 @@ def plot_scarcity(summary: dict[str, Any], path: Path) -> None:
     axis.axhline(0.0, color="black", linewidth=0.8)
     axis.set_xscale("log")
     axis.set_xticks(ks, [str(k) for k in ks])
+    axis.set_xticks([], minor=True)  # a log axis labels minor ticks ("3 x 10^0") between the Ks
     axis.set_xlabel("real training patients K")
     axis.set_ylabel("DSC gain (points)")
     status = "" if summary.get("complete", True) else ", PARTIAL: study not finished"

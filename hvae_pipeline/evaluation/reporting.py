@@ -270,7 +270,8 @@ def likelihood_markdown(summary: dict[str, Any]) -> str:
 
 
 def scarcity_markdown(summary: dict[str, Any]) -> str:
-    """Markdown report of a scarcity summary: DSC per K and arm, and the paired gains, with 95 % intervals."""
+    """Markdown report of a scarcity summary: DSC per K and arm, the paired gains and the generators head to head,
+    with 95 % intervals."""
     arms = summary["arms"]
     results = summary["results"]
 
@@ -283,6 +284,12 @@ def scarcity_markdown(summary: dict[str, Any]) -> str:
     gain_names = [arm for arm in arms if arm in next(iter(results.values()))["gain"]] + ["classic"]
     gain_rows = [[k] + [cell(entry["gain"][name], entry["num_units"]) for name in gain_names]
                  for k, entry in results.items()]
+    head_to_head_names = list(next(iter(results.values())).get("head_to_head", {}))  # none with one kind
+    head_to_head_rows = [[k] + [cell(entry["head_to_head"][name], entry["num_units"]) for name in head_to_head_names]
+                         for k, entry in results.items()]
+    head_to_head = ([] if not head_to_head_names else
+                    ["## Generators head to head (DSC points, same draw, seed and N)",
+                     _table(["K", *head_to_head_names], head_to_head_rows)])
     draw_rows = [[k, f"{entry['draw']}: {', '.join(entry['patients'])}"]
                  + [" / ".join(NOT_AVAILABLE if value is None else f"{100 * value:.1f}"
                                for value in entry["dice"][arm].values()) for arm in arms]
@@ -300,6 +307,7 @@ def scarcity_markdown(summary: dict[str, Any]) -> str:
         _table(["K", "draws x seeds", *arms], dsc_rows),
         "## Paired gains (DSC points, same draw and seed)",
         _table(["K", *gain_header], gain_rows),
+        *head_to_head,
         f"Mean over draws x seeds (seeds {summary['seeds']}) with a two-sided 95 % Student-t interval; an interval "
         "that excludes 0 is a gain (or loss) the runs agree on. Generators are trained on the K patients of each draw "
         f"only (recipes: {_recipes_text(summary['recipes'])}); synthetic pairs: "

@@ -585,8 +585,9 @@ def _interval(values: list[float]) -> dict[str, Any]:
 def summarise(split: ScarcitySplit, spec: RealDataSpec, grid: ScarcityGrid, records: dict[str, dict[str, Any] | None],
               unet: UNetSettings, sampling: SamplingSettings) -> dict[str, Any]:
     """Per K and arm: DSC mean, std and 95 % interval over draws x seeds; paired gains of each generator arm over
-    real-only with classic augmentation, and of classic augmentation over none; per draw its patients and each
-    run's DSC by arm and seed (``None`` while not finished).
+    real-only with classic augmentation, and of classic augmentation over none; the first generator kind's arms
+    against each other kind's at the same N (``head_to_head``); per draw its patients and each run's DSC by arm and
+    seed (``None`` while not finished).
 
     Runs not finished yet (absent or ``None`` in ``records``) are left out: each entry's ``num_seeds`` counts the
     (draw, seed) units it is over, gains are paired over the units both arms have, and ``complete`` says whether
@@ -612,11 +613,16 @@ def summarise(split: ScarcitySplit, spec: RealDataSpec, grid: ScarcityGrid, reco
         dsc = {name: _interval(list(values.values())) for name, values in finished_dice.items()}
         gains = {arm.name: paired(arm, Arm("classic")) for arm in all_arms if arm.kind is not None}
         gains["classic"] = paired(Arm("classic"), Arm("none"))
+        # The first generator kind against each other one, at the same N: whether the flow beats the plain VAE.
+        head_to_head = {f"{Arm('classic', grid.kinds[0], n).name} - {Arm('classic', other, n).name}":
+                        paired(Arm("classic", grid.kinds[0], n), Arm("classic", other, n))
+                        for other in grid.kinds[1:] for n in sorted(grid.counts)}
         draws = [{"draw": draw, "patients": list(patients),
                   "dice": {name: {str(seed): values.get((draw, seed)) for seed in grid.seeds}
                            for name, values in finished_dice.items()}}
                  for kk, draw, patients in grid.draws(split) if kk == k]
-        by_k[str(k)] = {"dice": dsc, "gain": gains, "draws": draws, "num_units": len(units)}
+        by_k[str(k)] = {"dice": dsc, "gain": gains, "head_to_head": head_to_head, "draws": draws,
+                        "num_units": len(units)}
     finished = [record for record in records.values() if record is not None]
     complete = all(records.get(job.key) is not None for job in plan_jobs(grid, split))
     seconds = sum(record.get("train_seconds", 0.0) for record in finished)

@@ -103,11 +103,15 @@ def test_records_every_arm_and_reports_paired_gains(finished_study):
     assert summary["results"]["1"]["gain"]["classic"]["mean"] == pytest.approx(
         np.mean(np.subtract(dice["real-only+classic"], dice["real-only"])))
     assert gain["low"] <= gain["mean"] <= gain["high"]
+    versus = summary["results"]["1"]["head_to_head"]["hvae-n8+classic - vae-n8+classic"]
+    assert versus["mean"] == pytest.approx(np.mean(np.subtract(dice["hvae-n8+classic"], dice["vae-n8+classic"])))
+    assert versus["num_seeds"] == 2
     draw = summary["results"]["1"]["draws"][0]
     assert draw["patients"] == ["phantom-001"]
     assert draw["dice"]["hvae-n8+classic"] == {"0": dice["hvae-n8+classic"][0], "1": dice["hvae-n8+classic"][1]}
     table = (out / "scarcity.md").read_text()
     assert "| K | draws x seeds | real-only | real-only+classic | hvae-n8+classic | vae-n8+classic |" in table
+    assert "| K | hvae-n8+classic - vae-n8+classic |" in table
     seeds = " / ".join(f"{100 * value:.1f}" for value in dice["real-only"])
     assert f"| 1 | 0: phantom-001 | {seeds} |" in table  # each run's DSC, by draw
     assert (out / "scarcity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -337,7 +337,7 @@ def plot_scarcity(summary: dict[str, Any], path: Path) -> None:
     results = summary["results"]
     ks = [int(k) for k in results]
     names = list(next(iter(results.values()))["gain"])
-    figure, axis = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    figure, axis = plt.subplots(figsize=(6.4, 5.0), dpi=120)
     for offset, name in zip(np.linspace(-0.06, 0.06, len(names)), names):
         done = [k for k in ks if results[str(k)]["gain"][name]["mean"] is not None]  # a study in progress
         if not done:
@@ -356,8 +356,8 @@ def plot_scarcity(summary: dict[str, Any], path: Path) -> None:
     status = "" if summary.get("complete", True) else ", PARTIAL: study not finished"
     axis.set_title(f"gain vs K ({summary['split']['name']}, 95 % intervals over draws x seeds{status})", fontsize=9)
     axis.grid(alpha=0.3)
-    if axis.lines:
-        axis.legend(fontsize=8)
+    if axis.lines:  # below the axes: inside, it hides the points of some K whatever corner it takes
+        axis.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
     _save_figure(figure, path)
 
 

@@ -613,7 +613,7 @@ def summarise(split: ScarcitySplit, spec: RealDataSpec, grid: ScarcityGrid, reco
         dsc = {name: _interval(list(values.values())) for name, values in finished_dice.items()}
         gains = {arm.name: paired(arm, Arm("classic")) for arm in all_arms if arm.kind is not None}
         gains["classic"] = paired(Arm("classic"), Arm("none"))
-        # The first generator kind against each other one, at the same N: whether the flow beats the plain VAE.
+        # The first generator kind against each other one at the same N (by default the HVAE against the VAE).
         head_to_head = {f"{Arm('classic', grid.kinds[0], n).name} - {Arm('classic', other, n).name}":
                         paired(Arm("classic", grid.kinds[0], n), Arm("classic", other, n))
                         for other in grid.kinds[1:] for n in sorted(grid.counts)}

@@ -186,9 +186,11 @@ def test_generate_killed_while_writing_leaves_nothing(tiny_pipeline_folder, tmp_
         sys.exit(generate.main(sys.argv[1:]))
     """)
     environment = dict(os.environ, OMP_NUM_THREADS="1")
+    # SIGINT at its default, as at a terminal: a shell starts background jobs (a test run with `&`) with it ignored,
+    # and Python keeps an ignored SIGINT ignored.
     process = subprocess.Popen([sys.executable, "-c", script, *generate_args(tiny_pipeline_folder, out)],
                                cwd=REPO_ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+                               text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         while "WRITTEN" not in process.stdout.readline():
             assert process.poll() is None, process.stderr.read()

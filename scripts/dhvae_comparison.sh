@@ -8,7 +8,8 @@
 # its discriminator on from the start), and its steps set so that all spend BUDGET_SECONDS training. Then all three
 # are scored on the 6 val patients: FID/KID, TSTR DSC, tumour-area JSD (1000 samples, hvae-evaluate
 # image-quality), held-out log p(x, m) of the HVAE part (likelihood: does the extra loss cost likelihood?), and the
-# U-Net DSC with 1000 of their pairs added to the 10 real training patients (augmentation, 3 seeds).
+# U-Net DSC with 1000 of their pairs added to the 10 real training patients, classic augmentation on every batch
+# (augmentation, 3 seeds: the scarcity study's K = 10 arm on BraTS, whose pool is these 10 patients).
 # Usage: [DEVICE=cuda] bash scripts/dhvae_comparison.sh [BUDGET_SECONDS] [OUT] [override ...]
 #   (default 7200 s of training each: 3 x 2 h + evaluation ~1 h on 2 idle cores); the overrides go to every
 #   contender's training, DEVICE (cpu) to the evaluation (scripts/dhvae_comparison_gpu.sh sets both for a GPU).
@@ -77,14 +78,18 @@ generators=()
 for name in "${names[@]}"; do generators+=(--generator "$name=$out/$name/pipeline"); done
 train=(--train-patients BRATS_001 BRATS_002 BRATS_004 BRATS_008 BRATS_009 BRATS_011 BRATS_017 BRATS_027 BRATS_030
        BRATS_033)
-# Two single-thread processes side by side (on 2 cores, two 2-thread processes slow small ops ~100x): the
-# U-Net runs of the augmentation grid in one, image quality then likelihood in the other.
+# Two single-thread processes side by side (on 2 cores, two 2-thread processes slow small ops ~100x): seeds 0 and 1
+# of the augmentation grid in one; image quality, likelihood and seed 2 in the other. A last pass finds every run's
+# record and writes the grid's report.
 evaluate=(env OMP_NUM_THREADS=1 .venv/bin/hvae-evaluate)
-"${evaluate[@]}" augmentation "${generators[@]}" "${split[@]}" "${train[@]}" --counts 0 1000 --num-seeds 3 \
-  --sampling-device "$device" --num-threads 1 --out "$out/results" &
-augmentation=$!
+augmentation=(augmentation "${generators[@]}" "${split[@]}" "${train[@]}" --counts 0 1000 --augment classic
+              --sampling-device "$device" --num-threads 1 --out "$out/results")
+"${evaluate[@]}" "${augmentation[@]}" --seeds 0 1 &
+first_seeds=$!
 "${evaluate[@]}" image-quality "${generators[@]}" "${split[@]}" "${train[@]}" --num-samples 1000 \
   --sampling-device "$device" --device "$device" --num-threads 1 --out "$out/results"
 "${evaluate[@]}" likelihood "${generators[@]}" "${split[@]}" --num-importance-samples 128 \
-  --importance-slices 24 --elbo-draws 4 --device "$device" --num-threads 1 --out "$out/results"
-wait "$augmentation"
+  --importance-slices 24 --elbo-draws 4 --num-threads 1 --out "$out/results"
+"${evaluate[@]}" "${augmentation[@]}" --seeds 2
+wait "$first_seeds"
+"${evaluate[@]}" "${augmentation[@]}" --seeds 0 1 2

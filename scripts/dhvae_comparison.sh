@@ -61,9 +61,9 @@ done
 # The dHVAE's first steps run without the discriminator, at the cost of the perceptual contender's.
 steps[dhvae]=$($py -c "b, s, p, d = $budget, $start_step, ${cost[perceptual]}, ${cost[dhvae]}
 print(max(s + 1, round(s + (b - s * p) / d)))")
-for name in "${names[@]}"; do
-  echo "$name: ${cost[$name]} s/step here -> ${steps[$name]} steps for $budget s" | tee -a "$out/plan.txt"
-done
+for name in "${names[@]}"; do  # written whole: a rerun recomputes the same plan from the calibration logs
+  echo "$name: ${cost[$name]} s/step here -> ${steps[$name]} steps for $budget s"
+done | tee "$out/plan.txt"
 
 for name in "${names[@]}"; do
   n=${steps[$name]}

@@ -13,7 +13,8 @@
 # Usage: [DEVICE=cuda] bash scripts/dhvae_comparison.sh [BUDGET_SECONDS] [OUT] [override ...]
 #   (default 7200 s of training each: 3 x 2 h + evaluation ~1 h on 2 idle cores); the overrides go to every
 #   contender's training, DEVICE (cpu) to the evaluation (scripts/dhvae_comparison_gpu.sh sets both for a GPU).
-#   A rerun resumes every stage.
+#   A rerun resumes every stage. STEPS="130 103 102" fixes the three contenders' steps (hvae, perceptual, dhvae)
+#   instead of calibrating, to replicate an earlier run's plan.txt on another machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 budget="${1:-7200}"
@@ -48,22 +49,40 @@ print(f"{(3 * third - first) / 2:.3f}")
 EOF
 }
 
-declare -A cost
-for name in "${names[@]}"; do
-  train "$name" "$out/calibration/$name" training.max_steps=3 training.log_steps=1 training.checkpointing_steps=1000 \
-    training.sample_steps=1000 training.fit_latent_prior=false objectives.adversarial_start_step=0
-  cost[$name]=$(seconds_per_step "$out/calibration/$name")
-done
 declare -A steps
-for name in hvae perceptual; do
-  steps[$name]=$($py -c "print(max(1, round($budget / ${cost[$name]})))")
-done
-# The dHVAE's first steps run without the discriminator, at the cost of the perceptual contender's.
-steps[dhvae]=$($py -c "b, s, p, d = $budget, $start_step, ${cost[perceptual]}, ${cost[dhvae]}
+mkdir -p "$out"
+if [[ -n "${STEPS:-}" ]]; then
+  read -r -a fixed <<< "$STEPS"
+  if (( ${#fixed[@]} != 3 )); then
+    echo "STEPS must hold three step counts (hvae perceptual dhvae), got: '$STEPS'" >&2
+    exit 2
+  fi
+  for i in 0 1 2; do
+    if ! [[ "${fixed[$i]}" =~ ^[1-9][0-9]*$ ]]; then
+      echo "STEPS: '${fixed[$i]}' is not a positive whole number of steps" >&2
+      exit 2
+    fi
+    steps[${names[$i]}]=${fixed[$i]}
+  done
+  for name in "${names[@]}"; do echo "$name: fixed by STEPS -> ${steps[$name]} steps"; done | tee "$out/plan.txt"
+else
+  declare -A cost
+  for name in "${names[@]}"; do
+    train "$name" "$out/calibration/$name" training.max_steps=3 training.log_steps=1 \
+      training.checkpointing_steps=1000 training.sample_steps=1000 training.fit_latent_prior=false \
+      objectives.adversarial_start_step=0
+    cost[$name]=$(seconds_per_step "$out/calibration/$name")
+  done
+  for name in hvae perceptual; do
+    steps[$name]=$($py -c "print(max(1, round($budget / ${cost[$name]})))")
+  done
+  # The dHVAE's first steps run without the discriminator, at the cost of the perceptual contender's.
+  steps[dhvae]=$($py -c "b, s, p, d = $budget, $start_step, ${cost[perceptual]}, ${cost[dhvae]}
 print(max(s + 1, round(s + (b - s * p) / d)))")
-for name in "${names[@]}"; do  # written whole: a rerun recomputes the same plan from the calibration logs
-  echo "$name: ${cost[$name]} s/step here -> ${steps[$name]} steps for $budget s"
-done | tee "$out/plan.txt"
+  for name in "${names[@]}"; do  # written whole: a rerun recomputes the same plan from the calibration logs
+    echo "$name: ${cost[$name]} s/step here -> ${steps[$name]} steps for $budget s"
+  done | tee "$out/plan.txt"
+fi
 
 for name in "${names[@]}"; do
   n=${steps[$name]}

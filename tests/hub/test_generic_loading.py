@@ -42,9 +42,10 @@ np.save(sys.argv[2], out.images)
 
 
 def fresh_python(code: str, *arguments: str, cwd: Path) -> subprocess.CompletedProcess:
-    """Run ``code`` in a new interpreter outside the checkout, offline, with its own Hugging Face cache."""
-    environment = {**os.environ, "HF_HOME": str(cwd / "hf-home"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-                   "PYTHONPATH": ""}
+    """Run ``code`` in a new interpreter outside the checkout, offline, with its own Hugging Face cache and this
+    process's thread count (CPU reductions split across another number of threads differ in the last bits)."""
+    environment = {**os.environ, "HF_HOME": str(cwd / "hf-home"), "HF_HUB_OFFLINE": "1",
+                   "OMP_NUM_THREADS": str(torch.get_num_threads()), "PYTHONPATH": ""}
     result = subprocess.run([sys.executable, "-c", code, *arguments], cwd=cwd, env=environment, capture_output=True,
                             text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from common import build_model, build_pythae_hvae, machine, median, random_batch
+from common import NETWORKS, build_model, build_pythae_hvae, machine, median, random_batch
 
 CONTENDERS = ("vae", "exact", "exact-ckpt", "detached", "pythae", "vae-ckpt")
 DEFAULT_CONTENDERS = ("vae", "exact", "exact-ckpt", "detached", "pythae")
@@ -39,7 +39,7 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # kB on Linux
 
 
-SUFFIXES = ("cl", "torch-ops", "interpolate", "l1", "perceptual", "adversarial")
+SUFFIXES = ("cl", "torch-ops", "interpolate", "l1", "perceptual", "adversarial", "wide-decoder")
 OBJECTIVE_SUFFIXES = ("l1", "perceptual", "adversarial")
 
 
@@ -51,7 +51,8 @@ def parse_contender(text: str) -> tuple[str, str, frozenset[str]]:
     ``interpolate`` computes the decoder's upsampling as ``conv(interpolate(x, 2))`` (the baseline of the phase
     decomposition in ``hvae_pipeline.models.blocks.Upsample``; the same function); ``l1``, ``perceptual`` and
     ``adversarial`` add those training objectives (training/objectives.py, issue 25) with their defaults and the
-    packaged feature network, the adversarial term from the first step (its discriminator's step included).
+    packaged feature network, the adversarial term from the first step (its discriminator's step included);
+    ``wide-decoder`` gives the decoder twice the network's widths (``decoder_block_out_channels``, issue 25).
 
     Raises:
         ValueError: an unknown contender or suffix, a chunk suffix other than a number or ``all`` or on a
@@ -113,7 +114,8 @@ def worker(contender: str, network: str, size: int, batch: int, n_leapfrog: int,
     else:
         name, chunk_size, suffixes = parse_contender(contender)
         k = 0 if name.startswith("vae") else n_leapfrog
-        model = build_model(network, size, k, flow_gradient="detached" if name == "detached" else "exact")
+        model = build_model(network, size, k, flow_gradient="detached" if name == "detached" else "exact",
+                            decoder_width_factor=2 if "wide-decoder" in suffixes else 1)
         if "torch-ops" in suffixes:
             model.decoder.use_second_order_ops(False)
         if "interpolate" in suffixes:
@@ -154,14 +156,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--network", default="small", choices=("small", "bundled", "paper"))
+    parser.add_argument("--network", default="small", choices=tuple(NETWORKS))
     parser.add_argument("--n-leapfrog", type=int, default=3)
     parser.add_argument("--contenders", default=",".join(DEFAULT_CONTENDERS), help=f"comma-separated, of {CONTENDERS}; "
                         "'exact-ckpt@N' recomputes the flow N samples at a time ('@all': whole batch); a '+cl' "
                         "suffix runs a contender in channels_last memory format, '+torch-ops' with PyTorch's own "
                         "convolution, SiLU and GroupNorm instead of hvae_pipeline.models.second_order's, "
                         "'+interpolate' with interpolate-then-convolve upsampling; '+l1', '+perceptual', "
-                        "'+adversarial' add those training objectives (issue 25)")
+                        "'+adversarial' add those training objectives, '+wide-decoder' doubles the decoder's "
+                        "widths (issue 25)")
     parser.add_argument("--rounds", type=int, default=3, help="subprocess runs per contender, alternated")
     parser.add_argument("--steps", type=int, default=2, help="steps per subprocess; the first is a warm-up")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (peak memory: RSS on CPU, allocated on CUDA)")

@@ -50,14 +50,18 @@ def random_batch(batch: int, size: int, seed: int = 0) -> tuple[torch.Tensor, to
     return images, masks
 
 
-def build_model(network: str, size: int, n_leapfrog: int, flow_gradient: str = "exact") -> torch.nn.Module:
-    """Our :class:`HVAEModel` on one of :data:`NETWORKS` (``n_leapfrog=0``: the VAE, ``beta_zero=1``)."""
+def build_model(network: str, size: int, n_leapfrog: int, flow_gradient: str = "exact",
+                decoder_width_factor: int = 1) -> torch.nn.Module:
+    """Our :class:`HVAEModel` on one of :data:`NETWORKS` (``n_leapfrog=0``: the VAE, ``beta_zero=1``), its decoder's
+    levels ``decoder_width_factor`` times as wide as the encoder's."""
     from hvae_pipeline import HVAEModel
 
     settings = dict(HVAE_SETTINGS, beta_zero=1.0) if n_leapfrog == 0 else dict(HVAE_SETTINGS)
+    widths = NETWORKS[network]["block_out_channels"]
+    decoder = None if decoder_width_factor == 1 else tuple(decoder_width_factor * width for width in widths)
     torch.manual_seed(0)
     return HVAEModel(sample_size=size, n_leapfrog=n_leapfrog, flow_gradient=flow_gradient, **NETWORKS[network],
-                     **settings)
+                     decoder_block_out_channels=decoder, **settings)
 
 
 def build_pythae_hvae(network: str, size: int, n_leapfrog: int) -> torch.nn.Module:

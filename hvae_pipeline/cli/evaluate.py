@@ -190,6 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--generator-override", action="append", default=[], metavar="SECTION.KEY=VALUE",
                        help="trainer override added to every stage of every generator, e.g. model.block_out_channels="
                             "[8,16] (part of the generators' identity); repeatable")
+    study.add_argument("--generator-step-scale", type=float, default=1.0, metavar="SCALE",
+                       help="every generator stage's steps times SCALE (1), e.g. 0.5 gives a recipe that costs twice as "
+                            "much per step the default recipe's CPU time (part of the generators' identity)")
     study.add_argument("--report-only", action="store_true",
                        help="train nothing: write the reports from the runs finished so far (a study in progress)")
     _add_unet_arguments(study, augment=False)
@@ -233,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _check_numbers(args: argparse.Namespace) -> None:
     """Refuse the values that the settings classes let through, before any data are loaded: seeds beyond torch's
-    range, an infinite learning rate, a U-Net too deep for --size, an --out that is a file and devices torch cannot
+    range, an infinite learning rate or step scale, a U-Net too deep for --size, an --out that is a file and devices torch cannot
     compute on (the other ranges are checked by the settings classes).
 
     Raises:
@@ -245,6 +248,9 @@ def _check_numbers(args: argparse.Namespace) -> None:
     learning_rate = getattr(args, "learning_rate", None)
     if learning_rate is not None and not (math.isfinite(learning_rate) and learning_rate > 0):
         raise ValueError(f"--learning-rate must be a finite number > 0, got {learning_rate}")
+    step_scale = getattr(args, "generator_step_scale", None)
+    if step_scale is not None and not (math.isfinite(step_scale) and step_scale > 0):
+        raise ValueError(f"--generator-step-scale must be a finite number > 0, got {step_scale}")
     levels = 0
     if args.command in ("augmentation", "scarcity") or (args.command == "image-quality" and not args.no_tstr):
         levels = len(args.unet_channels or UNetSettings.channels)
@@ -329,8 +335,8 @@ def _run(args: argparse.Namespace) -> int:
                                 args.prior, args.sampling_device)
     if args.command == "scarcity":
         grid = ScarcityGrid(tuple(args.ks), args.num_draws, _seeds(args), tuple(args.counts), tuple(args.generators))
-        settings = ScarcitySettings(args.num_threads, tuple(args.generator_override), progress, args.device,
-                                    report_only=args.report_only)
+        settings = ScarcitySettings(args.num_threads, tuple(args.generator_override), args.generator_step_scale,
+                                    progress, args.device, report_only=args.report_only)
         print(f"Split {split.name}: pool {len(split.pool)} patients, test {len(split.test)} patients ({split.how})")
         outcome = run_scarcity(split, spec, grid, args.out, _unet_settings(args), sampling, settings)
         print(f"{outcome.trained_generators} generators and {outcome.trained_runs} U-Net runs trained now")

@@ -310,7 +310,7 @@ def scarcity_markdown(summary: dict[str, Any]) -> str:
         *head_to_head,
         f"Mean over draws x seeds (seeds {summary['seeds']}) with a two-sided 95 % Student-t interval; an interval "
         "that excludes 0 is a gain (or loss) the runs agree on. Generators are trained on the K patients of each draw "
-        f"only (recipes: {_recipes_text(summary['recipes'])}); synthetic pairs: "
+        f"only (recipes: {_recipes_text(summary['recipes'])}{_overrides_text(summary)}); synthetic pairs: "
         f"{_LATENT_SOURCES[summary['sampling'].get('prior', 'auto')]}, kept when the mask has >= "
         f"{summary['sampling']['min_mask_area']} px.",
         f"U-Net: {_unet_description(summary['unet'])}; classic augmentation: {summary['classic_augmentation']}. "
@@ -324,6 +324,12 @@ def _recipes_text(recipes: dict[str, Any]) -> str:
     """``kind: config (steps by K) -> ...`` for each recipe."""
     return "; ".join(f"{kind}: " + " -> ".join(f"{stage['config']} ({stage['steps_at_k']} steps by K)"
                                               for stage in stages) for kind, stages in recipes.items())
+
+
+def _overrides_text(summary: dict[str, Any]) -> str:
+    """``, with trainer overrides a=b, c=d`` when the study changed the recipes, else nothing."""
+    overrides = summary.get("generator_overrides") or []  # absent from reports written before the field existed
+    return f", with trainer overrides {', '.join(overrides)}" if overrides else ""
 
 
 def plot_scarcity(summary: dict[str, Any], path: Path) -> None:

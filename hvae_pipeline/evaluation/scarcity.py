@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
 import socket
 import subprocess
@@ -92,12 +93,11 @@ REFERENCE_STEPS = {"scarcity-hvae-warmup": 1000, "scarcity-hvae-flow": 10, "scar
 RECIPE_BATCH_SIZE = 16
 
 
-def stage_steps(stage: Stage, k: int) -> int:
-    """Optimiser steps of ``stage`` for a generator trained on ``k`` patients."""
+def stage_steps(stage: Stage, k: int, scale: float = 1.0) -> int:
+    """Optimiser steps of ``stage`` for a generator trained on ``k`` patients, times ``scale`` (at least one step)."""
     reference = REFERENCE_STEPS[stage.config]
-    if stage.min_steps is None:
-        return reference
-    return max(stage.min_steps, round(reference * k / REFERENCE_PATIENTS))
+    steps = reference if stage.min_steps is None else max(stage.min_steps, round(reference * k / REFERENCE_PATIENTS))
+    return max(1, round(steps * scale))
 
 
 class GeneratorTrainingError(RuntimeError):
@@ -194,6 +194,8 @@ class ScarcitySettings:
         num_threads: torch threads of this process and of every trainer subprocess (``OMP_NUM_THREADS`` too).
         generator_overrides: trainer ``section.key=value`` overrides appended to every stage (e.g. a smaller model
             for tests); they enter the generators' identity.
+        generator_step_scale: every stage's steps times this, e.g. below 1 to give a costlier recipe (a wider
+            network, extra loss terms) the default recipe's CPU time; it enters the identity through the steps.
         progress: show progress bars.
         device: where the U-Nets train.
         poll_seconds: how often to look again for a generator another process is training.
@@ -202,10 +204,15 @@ class ScarcitySettings:
 
     num_threads: int | None = None
     generator_overrides: tuple[str, ...] = ()
+    generator_step_scale: float = 1.0
     progress: bool = True
     device: str = "cpu"
     poll_seconds: float = 30.0
     report_only: bool = False
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.generator_step_scale) and self.generator_step_scale > 0):
+            raise ValueError(f"`generator_step_scale` must be a finite number > 0, got {self.generator_step_scale}")
 
 
 @dataclass
@@ -311,7 +318,7 @@ class GeneratorTrainer:
         """Every override of one stage's trainer run (its identity: a finished stage made with others is refused);
         ``num_slices`` is how many slices the patients have."""
         name = generator_name(kind, k, draw)
-        steps = stage_steps(stage, k)
+        steps = stage_steps(stage, k, self.settings.generator_step_scale)
         overrides = [f"training.output_dir={json.dumps(str(self.folder / name / stage.name))}",
                      f"training.max_steps={steps}", f"training.sample_steps={steps}",
                      *trainer_data_overrides(self.spec, patients)]
@@ -363,7 +370,7 @@ class GeneratorTrainer:
             marker = self._marker(name, stage)
             if marker.is_file():
                 continue
-            bar.set_postfix(stage=stage.name, steps=stage_steps(stage, k))
+            bar.set_postfix(stage=stage.name, steps=stage_steps(stage, k, self.settings.generator_step_scale))
             log = self.folder / name / f"{stage.name}.log"
             log.parent.mkdir(parents=True, exist_ok=True)
             overrides = self.stage_overrides(kind, k, draw, patients, stage, num_slices)
@@ -540,7 +547,7 @@ def run_scarcity(
                         records[job.key] = store.finished(job.key, record_settings(job))
                 overall.n = sum(r is not None for r in records.values())
                 overall.refresh()
-    summary = summarise(split, spec, grid, records, unet, sampling)
+    summary = summarise(split, spec, grid, records, unet, sampling, settings)
     files = write_scarcity_reports(summary, out_dir)
     return ScarcityOutcome(summary, trained_runs, trained_generators, files)
 
@@ -583,7 +590,8 @@ def _interval(values: list[float]) -> dict[str, Any]:
 
 
 def summarise(split: ScarcitySplit, spec: RealDataSpec, grid: ScarcityGrid, records: dict[str, dict[str, Any] | None],
-              unet: UNetSettings, sampling: SamplingSettings) -> dict[str, Any]:
+              unet: UNetSettings, sampling: SamplingSettings, settings: ScarcitySettings = ScarcitySettings()
+              ) -> dict[str, Any]:
     """Per K and arm: DSC mean, std and 95 % interval over draws x seeds; paired gains of each generator arm over
     real-only with classic augmentation, and of classic augmentation over none; the first generator kind's arms
     against each other kind's at the same N (``head_to_head``); per draw its patients and each run's DSC by arm and
@@ -633,8 +641,10 @@ def summarise(split: ScarcitySplit, spec: RealDataSpec, grid: ScarcityGrid, reco
         "data": spec.identity(),
         "ks": sorted(grid.ks), "seeds": list(grid.seeds), "counts": sorted(grid.counts), "kinds": list(grid.kinds),
         "arms": [arm.name for arm in all_arms],
-        "recipes": {kind: [{"config": s.config, "steps_at_k": {str(k): stage_steps(s, k) for k in sorted(grid.ks)}}
+        "recipes": {kind: [{"config": s.config, "steps_at_k": {str(k): stage_steps(s, k, settings.generator_step_scale)
+                                                                for k in sorted(grid.ks)}}
                            for s in RECIPES[kind]] for kind in grid.kinds},
+        "generator_overrides": list(settings.generator_overrides),
         "unet": unet.as_dict(), "classic_augmentation": CLASSIC_PARAMETERS, "sampling": sampling.identity(),
         "results": by_k, "complete": complete, "total_unet_train_seconds": round(seconds, 1),
     }

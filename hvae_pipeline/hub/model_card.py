@@ -91,13 +91,16 @@ def generator_fields(model: PairGenerator, flow: dict[str, float] | None = None)
     config = model.config
     is_autoencoder = isinstance(model, PairAutoencoder)
     n_leapfrog = config.get("n_leapfrog", 0) if is_autoencoder else 0
+    channels = tuple(config.block_out_channels)
+    decoder_channels = tuple(config.get("decoder_block_out_channels") or channels)
     return dict(
         model_kind=("Hamiltonian VAE" if n_leapfrog else "VAE") if is_autoencoder else "least-squares GAN",
         mask_description="binary tumour masks" if config.mask_channels == 1
         else f"{config.mask_channels}-class tumour masks",
         sample_size=config.sample_size,
         latent_description=f"{model.latent_shape[0]} channels",
-        block_out_channels=tuple(config.block_out_channels),
+        block_out_channels=channels if decoder_channels == channels
+        else f"{channels} in the encoder, {decoder_channels} in the decoder",
         layers_per_block=config.layers_per_block,
         objective_description=model_objective(config, flow) if is_autoencoder
         else "least-squares GAN (LSGAN baseline).",

@@ -137,6 +137,9 @@ class HVAEModel(ConfigFileChecked, ModelMixin, ConfigMixin):
         norm_num_groups: Groups of every GroupNorm.
         flow_gradient: ``"exact"`` differentiates the loss through ``grad U`` (second order, the HVAE as published);
             ``"detached"`` treats ``grad U`` as a constant: cheaper, but a *biased* gradient estimator.
+        decoder_block_out_channels: Channels of each decoder level, listed as the encoder's (from the full-resolution
+            level down, one entry per level of ``block_out_channels``); ``None`` mirrors the encoder. A wider decoder
+            alone spends capacity where the samples are made, not on the posterior.
 
     Gradient checkpointing (``enable_gradient_checkpointing()``) recomputes encoder and decoder blocks in backward and,
     for the exact flow, each evaluation of ``U`` and ``grad U``, ``flow_checkpoint_chunk_size`` samples at a time;
@@ -166,6 +169,7 @@ class HVAEModel(ConfigFileChecked, ModelMixin, ConfigMixin):
         attention_head_dim: int = 32,
         norm_num_groups: int = 8,
         flow_gradient: str = "exact",
+        decoder_block_out_channels: Sequence[int] | None = None,
     ) -> None:
         check_config_types(locals(), CONFIG_KINDS)  # before any arithmetic: a saved "32" or 2.5 fails by its name
         super().__init__()
@@ -179,18 +183,19 @@ class HVAEModel(ConfigFileChecked, ModelMixin, ConfigMixin):
             block_out_channels=block_out_channels, layers_per_block=layers_per_block, attention_levels=attention_levels,
             latent_channels=latent_channels, n_leapfrog=n_leapfrog, step_size=step_size, beta_zero=beta_zero,
             learn_beta_zero=learn_beta_zero, image_likelihood=image_likelihood, max_step_size=max_step_size,
-            flow_gradient=flow_gradient,
+            flow_gradient=flow_gradient, decoder_block_out_channels=decoder_block_out_channels,
         )
-        encoder_kwargs = dict(
-            block_out_channels=tuple(block_out_channels),
+        network_kwargs = dict(
             layers_per_block=layers_per_block,
             attention_levels=tuple(attention_levels),
             num_attention_heads=num_attention_heads,
             attention_head_dim=attention_head_dim,
             norm_num_groups=norm_num_groups,
         )
-        self.encoder = Encoder(image_channels + mask_channels, latent_channels, **encoder_kwargs)
-        self.decoder = Decoder(latent_channels, image_channels + mask_channels, **encoder_kwargs)
+        self.encoder = Encoder(image_channels + mask_channels, latent_channels,
+                               block_out_channels=tuple(block_out_channels), **network_kwargs)
+        self.decoder = Decoder(latent_channels, image_channels + mask_channels,
+                               block_out_channels=tuple(decoder_block_out_channels or block_out_channels), **network_kwargs)
         # Only the exact flow differentiates the decoder twice (grad_z U with create_graph, then the loss through it).
         self.decoder.use_second_order_ops(flow_gradient == "exact" and n_leapfrog > 0)
         if learn_step_size:
@@ -498,6 +503,7 @@ class HVAEModel(ConfigFileChecked, ModelMixin, ConfigMixin):
 CONFIG_KINDS = {
     **NETWORK_CONFIG_KINDS, "n_leapfrog": "count or zero", "step_size": "number", "learn_step_size": "flag",
     "beta_zero": "number", "learn_beta_zero": "flag", "max_step_size": "number",
+    "decoder_block_out_channels": "counts or none",
 }
 
 
@@ -522,10 +528,11 @@ def _check_config(
     image_likelihood: str,
     max_step_size: float,
     flow_gradient: str,
+    decoder_block_out_channels: Sequence[int] | None,
 ) -> None:
     """Raise ``ValueError`` naming the first inconsistent constructor argument.
 
-    Keyword-only, in the constructor's order: fourteen positional values of similar types are easy to swap unnoticed.
+    Keyword-only, in the constructor's order: fifteen positional values of similar types are easy to swap unnoticed.
     """
     for name, value in [("image_channels", image_channels), ("mask_channels", mask_channels),
                         ("latent_channels", latent_channels), ("layers_per_block", layers_per_block)]:
@@ -535,6 +542,11 @@ def _check_config(
         raise ValueError(
             f"`attention_levels` ({len(attention_levels)} entries) must have one entry per level of "
             f"`block_out_channels` ({len(block_out_channels)} levels)"
+        )
+    if decoder_block_out_channels is not None and len(decoder_block_out_channels) != len(block_out_channels):
+        raise ValueError(
+            f"`decoder_block_out_channels` ({len(decoder_block_out_channels)} levels) must have one entry per level of "
+            f"`block_out_channels` ({len(block_out_channels)} levels): the decoder undoes the encoder's downsamplings"
         )
     factor = 2 ** (len(block_out_channels) - 1)
     if sample_size < factor or sample_size % factor != 0:

@@ -145,10 +145,33 @@ def test_report_only_summarises_a_study_in_progress_and_trains_nothing(finished_
     assert (out / "scarcity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_other_generator_settings_in_the_same_folder_are_refused(finished_study, capsys):
+@pytest.mark.parametrize("extra", [["--generator-override=training.learning_rate=0.01"],
+                                   ["--generator-step-scale", "0.5"]])
+def test_other_generator_settings_in_the_same_folder_are_refused(finished_study, capsys, extra):
     root, split, out = finished_study
-    assert scarcity(root, split, out, "--generator-override=training.learning_rate=0.01") == 2
+    assert scarcity(root, split, out, *extra) == 2
     assert "other settings" in capsys.readouterr().err
+
+
+def test_the_step_scale_multiplies_every_stage_and_keeps_at_least_one_step():
+    warmup, flow, hvae = RECIPES["hvae"]
+    assert [stage_steps(stage, 2) for stage in (warmup, flow, hvae)] == [200, 10, 10]
+    assert [stage_steps(stage, 2, 0.5) for stage in (warmup, flow, hvae)] == [100, 5, 5]
+    assert [stage_steps(stage, 10, 1.5) for stage in (warmup, flow, hvae)] == [1500, 15, 68]  # round(67.5): even
+    assert stage_steps(flow, 1, 1e-3) == 1
+
+
+@pytest.mark.parametrize("scale", ["0", "-1", "nan"])
+def test_a_step_scale_that_is_not_positive_is_refused_by_name(finished_study, capsys, scale):
+    root, split, out = finished_study
+    assert scarcity(root, split, out, "--generator-step-scale", scale) == 2
+    assert f"--generator-step-scale must be a finite number > 0, got {float(scale)}" in capsys.readouterr().err
+
+
+def test_the_report_names_the_trainer_overrides_of_its_generators(finished_study):
+    _, _, out = finished_study
+    assert json.loads((out / "scarcity.json").read_text())["generator_overrides"] == TINY_GENERATOR
+    assert f"with trainer overrides {', '.join(TINY_GENERATOR)}" in (out / "scarcity.md").read_text()
 
 
 def test_a_lock_held_by_a_live_process_is_respected_and_a_dead_ones_taken_over(tmp_path):

@@ -149,6 +149,13 @@ def test_an_lsgan_pipeline_gets_a_card_too(tiny_config, hub):
     assert "a least-squares GAN that produces paired 2D" in card and "**Not for clinical use.**" in card
 
 
+def test_a_card_states_a_wider_decoders_own_widths(tiny_config, hub):
+    HVAEPipeline(HVAEModel(**tiny_config, decoder_block_out_channels=(16, 32))).push_to_hub("me/wide")
+    assert "channels\n  (8, 16) in the encoder, (16, 32) in the decoder, 1 residual block(s)" in hub.uploads[0]["README.md"]
+    HVAEPipeline(HVAEModel(**tiny_config)).push_to_hub("me/mirrored")
+    assert "channels\n  (8, 16), 1 residual block(s)" in hub.uploads[1]["README.md"]
+
+
 @pytest.mark.parametrize(
     "error, failing, expected, message",
     [

@@ -219,11 +219,38 @@ def test_masks_with_channel_axis_and_bool_dtype_are_accepted(tiny_config):
         (dict(attention_levels=(False,)), "attention_levels"),
         (dict(sample_size=15), "sample_size"),
         (dict(learn_beta_zero=True, beta_zero=1.0), "learn_beta_zero"),
+        (dict(decoder_block_out_channels=(16,)), "decoder_block_out_channels"),
     ],
 )
 def test_bad_configuration_raises_value_error(tiny_config, overrides, message):
     with pytest.raises(ValueError, match=message):
         HVAEModel(**{**tiny_config, **overrides})
+
+
+def test_a_wider_decoder_keeps_the_encoder_and_the_bound_and_survives_save_and_load(tiny_config, tmp_path):
+    torch.manual_seed(0)
+    mirrored = HVAEModel(**tiny_config, step_size=0.05)
+    wider = HVAEModel(**tiny_config, step_size=0.05, decoder_block_out_channels=(16, 32))
+    assert mirrored.config.decoder_block_out_channels is None
+    # The encoder is the mirrored model's, weight for weight; the decoder's convolutions are twice as wide.
+    assert {k: v.shape for k, v in wider.encoder.state_dict().items()} == {
+        k: v.shape for k, v in mirrored.encoder.state_dict().items()}
+    assert wider.decoder.conv_in.out_channels == 32 and wider.decoder.conv_out.in_channels == 16
+    assert mirrored.decoder.conv_in.out_channels == 16 and mirrored.decoder.conv_out.in_channels == 8
+    assert wider.latent_shape == mirrored.latent_shape
+
+    images, masks = random_pairs(3, 16)
+    out = wider(images, masks, generator=seeded())
+    assert torch.allclose(out.elbo, out.image_log_likelihood + out.mask_log_likelihood - out.kl + out.flow_gain)
+    out.loss.backward()  # the exact flow differentiates the wider decoder twice
+    assert wider.decoder.conv_out.weight.grad.abs().sum() > 0
+    assert wider.decode(out.z.detach()).mask_logits.shape == (3, 1, 16, 16)
+
+    wider.save_pretrained(tmp_path / "model")
+    loaded = HVAEModel.from_pretrained(tmp_path / "model")
+    assert list(loaded.config.decoder_block_out_channels) == [16, 32]
+    with torch.no_grad():
+        assert torch.equal(loaded(images, masks, generator=seeded()).elbo, wider(images, masks, generator=seeded()).elbo)
 
 
 def test_decode_checks_latent_shape(tiny_config):

@@ -46,6 +46,7 @@ def test_a_fractional_n_samples_names_it(model):
     ("step_size", "0.01", "a finite number"),
     ("block_out_channels", [8, 16.0], "a non-empty list of integers >= 1"),
     ("learn_step_size", "yes", "true or false"),
+    ("decoder_block_out_channels", [16, 0], "null or a non-empty list of integers >= 1"),
 ])
 def test_a_wrong_typed_constructor_argument_names_the_key(key, value, expected):
     with pytest.raises(ValueError, match=rf"^`{key}`={value!r}: expected {expected}$".replace("[", r"\[")):

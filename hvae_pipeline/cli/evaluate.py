@@ -191,8 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="trainer override added to every stage of every generator, e.g. model.block_out_channels="
                             "[8,16] (part of the generators' identity); repeatable")
     study.add_argument("--generator-step-scale", type=float, default=1.0, metavar="SCALE",
-                       help="every generator stage's steps times SCALE (1), e.g. 0.5 gives a recipe that costs twice as "
-                            "much per step the default recipe's CPU time (part of the generators' identity)")
+                       help="every generator stage's steps times SCALE (1), e.g. 0.5 gives a recipe that costs twice "
+                            "as much per step the default recipe's CPU time (part of the generators' identity)")
     study.add_argument("--report-only", action="store_true",
                        help="train nothing: write the reports from the runs finished so far (a study in progress)")
     _add_unet_arguments(study, augment=False)
@@ -236,8 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _check_numbers(args: argparse.Namespace) -> None:
     """Refuse the values that the settings classes let through, before any data are loaded: seeds beyond torch's
-    range, an infinite learning rate or step scale, a U-Net too deep for --size, an --out that is a file and devices torch cannot
-    compute on (the other ranges are checked by the settings classes).
+    range, an infinite learning rate or step scale, a U-Net too deep for --size, an --out that is a file and devices
+    torch cannot compute on (the other ranges are checked by the settings classes).
 
     Raises:
         ValueError: naming the option, the value and the accepted range.

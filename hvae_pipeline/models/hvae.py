@@ -194,8 +194,9 @@ class HVAEModel(ConfigFileChecked, ModelMixin, ConfigMixin):
         )
         self.encoder = Encoder(image_channels + mask_channels, latent_channels,
                                block_out_channels=tuple(block_out_channels), **network_kwargs)
-        self.decoder = Decoder(latent_channels, image_channels + mask_channels,
-                               block_out_channels=tuple(decoder_block_out_channels or block_out_channels), **network_kwargs)
+        decoder_channels = tuple(decoder_block_out_channels or block_out_channels)
+        self.decoder = Decoder(latent_channels, image_channels + mask_channels, block_out_channels=decoder_channels,
+                               **network_kwargs)
         # Only the exact flow differentiates the decoder twice (grad_z U with create_graph, then the loss through it).
         self.decoder.use_second_order_ops(flow_gradient == "exact" and n_leapfrog > 0)
         if learn_step_size:

@@ -128,7 +128,8 @@ CONFIG_KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "flag": (lambda v: isinstance(v, bool), "true or false"),
     "counts": (lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(_is_integer(x) and x >= 1 for x in v),
                "a non-empty list of integers >= 1"),
-    "counts or none": (lambda v: v is None or CONFIG_KINDS["counts"][0](v), "null or a non-empty list of integers >= 1"),
+    "counts or none": (lambda v: v is None or CONFIG_KINDS["counts"][0](v),
+                       "null or a non-empty list of integers >= 1"),
     "flags": (lambda v: isinstance(v, (list, tuple)) and all(isinstance(x, bool) for x in v),
               "a list of true/false"),
 }

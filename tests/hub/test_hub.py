@@ -151,7 +151,8 @@ def test_an_lsgan_pipeline_gets_a_card_too(tiny_config, hub):
 
 def test_a_card_states_a_wider_decoders_own_widths(tiny_config, hub):
     HVAEPipeline(HVAEModel(**tiny_config, decoder_block_out_channels=(16, 32))).push_to_hub("me/wide")
-    assert "channels\n  (8, 16) in the encoder, (16, 32) in the decoder, 1 residual block(s)" in hub.uploads[0]["README.md"]
+    card = hub.uploads[0]["README.md"]
+    assert "channels\n  (8, 16) in the encoder, (16, 32) in the decoder, 1 residual block(s)" in card
     HVAEPipeline(HVAEModel(**tiny_config)).push_to_hub("me/mirrored")
     assert "channels\n  (8, 16), 1 residual block(s)" in hub.uploads[1]["README.md"]
 

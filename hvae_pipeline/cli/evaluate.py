@@ -236,8 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _check_numbers(args: argparse.Namespace) -> None:
     """Refuse the values that the settings classes let through, before any data are loaded: seeds beyond torch's
-    range, an infinite learning rate or step scale, a U-Net too deep for --size, an --out that is a file and devices
-    torch cannot compute on (the other ranges are checked by the settings classes).
+    range, an infinite learning rate, a U-Net too deep for --size, an --out that is a file and devices torch cannot
+    compute on (the other ranges are checked by the settings classes).
 
     Raises:
         ValueError: naming the option, the value and the accepted range.
@@ -248,9 +248,6 @@ def _check_numbers(args: argparse.Namespace) -> None:
     learning_rate = getattr(args, "learning_rate", None)
     if learning_rate is not None and not (math.isfinite(learning_rate) and learning_rate > 0):
         raise ValueError(f"--learning-rate must be a finite number > 0, got {learning_rate}")
-    step_scale = getattr(args, "generator_step_scale", None)
-    if step_scale is not None and not (math.isfinite(step_scale) and step_scale > 0):
-        raise ValueError(f"--generator-step-scale must be a finite number > 0, got {step_scale}")
     levels = 0
     if args.command in ("augmentation", "scarcity") or (args.command == "image-quality" and not args.no_tstr):
         levels = len(args.unet_channels or UNetSettings.channels)

@@ -212,7 +212,7 @@ class ScarcitySettings:
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.generator_step_scale) and self.generator_step_scale > 0):
-            raise ValueError(f"`generator_step_scale` must be a finite number > 0, got {self.generator_step_scale}")
+            raise ValueError(f"--generator-step-scale must be a finite number > 0, got {self.generator_step_scale}")
 
 
 @dataclass
@@ -370,10 +370,10 @@ class GeneratorTrainer:
             marker = self._marker(name, stage)
             if marker.is_file():
                 continue
-            bar.set_postfix(stage=stage.name, steps=stage_steps(stage, k, self.settings.generator_step_scale))
+            overrides = self.stage_overrides(kind, k, draw, patients, stage, num_slices)
+            bar.set_postfix(stage=stage.name, steps=_overridden_steps(overrides))
             log = self.folder / name / f"{stage.name}.log"
             log.parent.mkdir(parents=True, exist_ok=True)
-            overrides = self.stage_overrides(kind, k, draw, patients, stage, num_slices)
             command = [sys.executable, "-m", "hvae_pipeline.training.train_hvae", "--config", stage.config,
                        "--resume-from-checkpoint", "latest", *overrides]
             environment = dict(os.environ)
